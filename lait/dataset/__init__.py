@@ -1,0 +1,27 @@
+"""The LAIT dataset folder: the one contract between the pipeline and everything downstream."""
+
+from lait.dataset.reader import DatasetFolder, DatasetFolderError, Sample
+from lait.dataset.stats import StatsMismatchError, check_stats, compute_stats
+from lait.dataset.writer import (
+    DatasetWriteError,
+    DatasetWriter,
+    finalize,
+    write_rejects_part,
+    write_shard,
+    write_sizes,
+)
+
+__all__ = [
+    "DatasetFolder",
+    "DatasetFolderError",
+    "DatasetWriteError",
+    "DatasetWriter",
+    "Sample",
+    "StatsMismatchError",
+    "check_stats",
+    "compute_stats",
+    "finalize",
+    "write_rejects_part",
+    "write_shard",
+    "write_sizes",
+]

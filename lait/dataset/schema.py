@@ -1,0 +1,48 @@
+"""The Arrow schema of the metadata columns (every record field but the image bytes)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pyarrow as pa
+
+from lait.record import METADATA_FIELDS, Record
+
+_FIELD_TYPES: dict[str, pa.DataType] = {
+    "key": pa.string(),
+    "source": pa.string(),
+    "url": pa.string(),
+    "caption": pa.string(),
+    "caption_source": pa.string(),
+    "page_url": pa.string(),
+    "image_format": pa.string(),
+    "width": pa.int32(),
+    "height": pa.int32(),
+    "original_width": pa.int32(),
+    "original_height": pa.int32(),
+    "num_bytes": pa.int64(),
+    "sha256": pa.string(),
+    "phash": pa.string(),
+    "language": pa.string(),
+    "language_score": pa.float32(),
+    "clip_score": pa.float32(),
+    "status": pa.string(),
+    "reject_stage": pa.string(),
+    "reject_reason": pa.string(),
+    "reject_detail": pa.string(),
+    "duplicate_of": pa.string(),
+}
+
+if set(_FIELD_TYPES) != set(METADATA_FIELDS):  # pragma: no cover - guards schema drift
+    raise RuntimeError(
+        "lait.dataset.schema is out of step with lait.record.Record: "
+        f"{sorted(set(_FIELD_TYPES) ^ set(METADATA_FIELDS))}"
+    )
+
+METADATA_SCHEMA = pa.schema([pa.field(name, _FIELD_TYPES[name]) for name in METADATA_FIELDS])
+
+
+def metadata_table(records: Iterable[Record]) -> pa.Table:
+    """The records' metadata as an Arrow table with the fixed schema (even when empty)."""
+    rows = [record.metadata() for record in records]
+    return pa.Table.from_pylist(rows, schema=METADATA_SCHEMA)

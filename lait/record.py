@@ -1,0 +1,274 @@
+"""The one record type that flows through the pipeline, and the reasons a record is dropped.
+
+A `Record` starts as a candidate (an image URL with a caption, found on a page or in a list),
+gains image bytes and measurements as stages run, and ends either accepted (written to a
+shard) or rejected (written to the rejects ledger with its stage and reason). Records are
+immutable; stages derive new ones with `dataclasses.replace` (see `Record.rejected`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from enum import StrEnum
+from typing import Any
+
+
+class CaptionSource(StrEnum):
+    """Where a candidate's caption came from."""
+
+    ALT = "alt"
+    TITLE = "title"
+    SURROUNDING = "surrounding"
+    LIST = "list"
+
+
+class Status(StrEnum):
+    """Where a record stands: still moving through the pipeline, or settled."""
+
+    CANDIDATE = "candidate"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
+class Stage(StrEnum):
+    """Pipeline stages, in the order a candidate meets them (the funnel's order)."""
+
+    EXTRACT = "extract"
+    TEXT_FILTER = "text_filter"
+    LANGUAGE = "language"
+    FETCH = "fetch"
+    DECODE = "decode"
+    IMAGE_FILTER = "image_filter"
+    CLIP = "clip"
+    DEDUPE = "dedupe"
+
+
+class RejectReason(StrEnum):
+    """Every reason a candidate can be dropped. Each belongs to exactly one `Stage`."""
+
+    # extract: what a page or list offered that is not a usable candidate
+    MALFORMED_ROW = "malformed_row"
+    INVALID_URL = "invalid_url"
+    DATA_URI = "data_uri"
+    TRACKING_PIXEL = "tracking_pixel"
+    ICON = "icon"
+    NO_CAPTION = "no_caption"
+    # text filters (cheap, before any download)
+    UNDECODABLE_TEXT = "undecodable_text"
+    CAPTION_TOO_SHORT = "caption_too_short"
+    CAPTION_TOO_LONG = "caption_too_long"
+    FILENAME_CAPTION = "filename_caption"
+    URL_CAPTION = "url_caption"
+    BOILERPLATE_CAPTION = "boilerplate_caption"
+    HIGH_OOV_RATE = "high_oov_rate"
+    CAPTION_SHARED_TOO_OFTEN = "caption_shared_too_often"
+    # language identification
+    WRONG_LANGUAGE = "wrong_language"
+    LOW_LANGUAGE_CONFIDENCE = "low_language_confidence"
+    # fetch
+    UNSUPPORTED_SCHEME = "unsupported_scheme"
+    DNS_FAILURE = "dns_failure"
+    BLOCKED_ADDRESS = "blocked_address"
+    CONNECTION_ERROR = "connection_error"
+    TIMEOUT = "timeout"
+    HTTP_NOT_FOUND = "http_not_found"
+    HTTP_CLIENT_ERROR = "http_client_error"
+    HTTP_SERVER_ERROR = "http_server_error"
+    TOO_MANY_REDIRECTS = "too_many_redirects"
+    REDIRECT_LOOP = "redirect_loop"
+    TOO_MANY_BYTES = "too_many_bytes"
+    WRONG_CONTENT_TYPE = "wrong_content_type"
+    ROBOTS_TXT_DISALLOWED = "robots_txt_disallowed"
+    X_ROBOTS_TAG_OPT_OUT = "x_robots_tag_opt_out"
+    # decode
+    UNDECODABLE_IMAGE = "undecodable_image"
+    TRUNCATED_IMAGE = "truncated_image"
+    DECOMPRESSION_BOMB = "decompression_bomb"
+    # image filters
+    TOO_SMALL = "too_small"
+    BAD_ASPECT_RATIO = "bad_aspect_ratio"
+    TOO_FEW_BYTES = "too_few_bytes"
+    # CLIP scoring and LAIT's best-caption aggregation
+    LOW_CLIP_SCORE = "low_clip_score"
+    NOT_BEST_CAPTION = "not_best_caption"
+    # dedupe and decontamination
+    DUPLICATE_EXACT = "duplicate_exact"
+    DUPLICATE_URL = "duplicate_url"
+    DUPLICATE_URL_CAPTION = "duplicate_url_caption"
+    DUPLICATE_PERCEPTUAL = "duplicate_perceptual"
+    DUPLICATE_CAPTION = "duplicate_caption"
+    DUPLICATE_SEMANTIC = "duplicate_semantic"
+    EVAL_CONTAMINATION = "eval_contamination"
+
+    @property
+    def stage(self) -> Stage:
+        """The stage that gives this reason."""
+        return _STAGE_OF_REASON[self]
+
+
+def _reasons_by_stage() -> dict[RejectReason, Stage]:
+    r = RejectReason
+    groups: dict[Stage, tuple[RejectReason, ...]] = {
+        Stage.EXTRACT: (
+            r.MALFORMED_ROW,
+            r.INVALID_URL,
+            r.DATA_URI,
+            r.TRACKING_PIXEL,
+            r.ICON,
+            r.NO_CAPTION,
+        ),
+        Stage.TEXT_FILTER: (
+            r.UNDECODABLE_TEXT,
+            r.CAPTION_TOO_SHORT,
+            r.CAPTION_TOO_LONG,
+            r.FILENAME_CAPTION,
+            r.URL_CAPTION,
+            r.BOILERPLATE_CAPTION,
+            r.HIGH_OOV_RATE,
+            r.CAPTION_SHARED_TOO_OFTEN,
+        ),
+        Stage.LANGUAGE: (r.WRONG_LANGUAGE, r.LOW_LANGUAGE_CONFIDENCE),
+        Stage.FETCH: (
+            r.UNSUPPORTED_SCHEME,
+            r.DNS_FAILURE,
+            r.BLOCKED_ADDRESS,
+            r.CONNECTION_ERROR,
+            r.TIMEOUT,
+            r.HTTP_NOT_FOUND,
+            r.HTTP_CLIENT_ERROR,
+            r.HTTP_SERVER_ERROR,
+            r.TOO_MANY_REDIRECTS,
+            r.REDIRECT_LOOP,
+            r.TOO_MANY_BYTES,
+            r.WRONG_CONTENT_TYPE,
+            r.ROBOTS_TXT_DISALLOWED,
+            r.X_ROBOTS_TAG_OPT_OUT,
+        ),
+        Stage.DECODE: (r.UNDECODABLE_IMAGE, r.TRUNCATED_IMAGE, r.DECOMPRESSION_BOMB),
+        Stage.IMAGE_FILTER: (r.TOO_SMALL, r.BAD_ASPECT_RATIO, r.TOO_FEW_BYTES),
+        Stage.CLIP: (r.LOW_CLIP_SCORE, r.NOT_BEST_CAPTION),
+        Stage.DEDUPE: (
+            r.DUPLICATE_EXACT,
+            r.DUPLICATE_URL,
+            r.DUPLICATE_URL_CAPTION,
+            r.DUPLICATE_PERCEPTUAL,
+            r.DUPLICATE_CAPTION,
+            r.DUPLICATE_SEMANTIC,
+            r.EVAL_CONTAMINATION,
+        ),
+    }
+    return {reason: stage for stage, reasons in groups.items() for reason in reasons}
+
+
+_STAGE_OF_REASON = _reasons_by_stage()
+
+
+def record_key(url: str, caption: str) -> str:
+    """The stable key of a candidate: a hash of (url, caption), so reruns agree.
+
+    Hex only, so it holds no dots and is safe as a WebDataset key and a file name.
+    """
+    digest = hashlib.sha256(f"{url}\x00{caption}".encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()[:24]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Record:
+    """One image-text candidate and everything the pipeline learned about it."""
+
+    key: str
+    source: str
+    url: str
+    caption: str
+    caption_source: CaptionSource
+    page_url: str | None = None
+    image: bytes | None = dataclasses.field(default=None, repr=False)
+    image_format: str | None = None
+    width: int | None = None
+    height: int | None = None
+    original_width: int | None = None
+    original_height: int | None = None
+    num_bytes: int | None = None
+    sha256: str | None = None
+    phash: str | None = None
+    language: str | None = None
+    language_score: float | None = None
+    clip_score: float | None = None
+    status: Status = Status.CANDIDATE
+    reject_stage: Stage | None = None
+    reject_reason: RejectReason | None = None
+    reject_detail: str | None = None
+    duplicate_of: str | None = None
+
+    @classmethod
+    def candidate(
+        cls,
+        *,
+        source: str,
+        url: str,
+        caption: str,
+        caption_source: CaptionSource,
+        page_url: str | None = None,
+    ) -> Record:
+        """A fresh candidate with its stable key."""
+        return cls(
+            key=record_key(url, caption),
+            source=source,
+            url=url,
+            caption=caption,
+            caption_source=caption_source,
+            page_url=page_url,
+        )
+
+    def rejected(
+        self,
+        reason: RejectReason,
+        detail: str | None = None,
+        *,
+        duplicate_of: str | None = None,
+    ) -> Record:
+        """This record, settled as rejected for `reason` (its stage follows from the reason).
+
+        Image bytes are dropped: the ledger keeps metadata, not pixels.
+        """
+        return dataclasses.replace(
+            self,
+            image=None,
+            status=Status.REJECTED,
+            reject_stage=reason.stage,
+            reject_reason=reason,
+            reject_detail=detail,
+            duplicate_of=duplicate_of if duplicate_of is not None else self.duplicate_of,
+        )
+
+    def accepted(self) -> Record:
+        """This record, settled as accepted. It must carry an image."""
+        if self.image is None or self.image_format is None:
+            raise ValueError(f"record {self.key} cannot be accepted without image bytes")
+        return dataclasses.replace(self, status=Status.ACCEPTED)
+
+    def metadata(self) -> dict[str, Any]:
+        """Every field but the image bytes, as JSON-ready plain values."""
+        out: dict[str, Any] = {}
+        for field in METADATA_FIELDS:
+            value = getattr(self, field)
+            out[field] = value.value if isinstance(value, StrEnum) else value
+        return out
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any], image: bytes | None = None) -> Record:
+        """Rebuild a record from `metadata()` output (unknown keys are ignored)."""
+        values: dict[str, Any] = {f: metadata.get(f) for f in METADATA_FIELDS}
+        values["caption_source"] = CaptionSource(values["caption_source"])
+        values["status"] = Status(values["status"] or Status.CANDIDATE)
+        if values["reject_stage"] is not None:
+            values["reject_stage"] = Stage(values["reject_stage"])
+        if values["reject_reason"] is not None:
+            values["reject_reason"] = RejectReason(values["reject_reason"])
+        return cls(image=image, **values)
+
+
+METADATA_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(Record) if f.name != "image"
+)
