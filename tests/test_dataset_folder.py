@@ -122,7 +122,7 @@ def test_bad_records_are_refused_with_clear_errors(tmp_path: Path, make_accepted
         write_shard(str(tmp_path), 0, [record, record])
     from dataclasses import replace
 
-    with pytest.raises(DatasetWriteError, match="no '.'"):
+    with pytest.raises(DatasetWriteError, match=r"no '\.'"):
         write_shard(str(tmp_path), 0, [replace(record, key="a.b")])
     with pytest.raises(DatasetWriteError, match="format"):
         write_shard(str(tmp_path), 0, [replace(record, image_format="gif")])
@@ -164,7 +164,8 @@ _SLOW_WRITER = textwrap.dedent(
     records = []
     for i in range(400):
         r = Record.candidate(source="t", url=f"u{i}", caption="c", caption_source=CaptionSource.ALT)
-        records.append(dataclasses.replace(r, image=b"\\xff" * 500_000, image_format="jpg").accepted())
+        image = b"\\xff" * 500_000
+        records.append(dataclasses.replace(r, image=image, image_format="jpg").accepted())
     writer = DatasetWriter(folder, samples_per_shard=400)
     print("ready", flush=True)
     writer.write_all(records)  # one 200 MB shard: long enough to be killed in the middle
