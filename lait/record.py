@@ -248,6 +248,10 @@ class Record:
             raise ValueError(f"record {self.key} cannot be accepted without image bytes")
         return dataclasses.replace(self, status=Status.ACCEPTED)
 
+    def accepted_if_live(self) -> Record:
+        """Accepted, unless a stage already rejected it (then unchanged)."""
+        return self if self.status is Status.REJECTED else self.accepted()
+
     def metadata(self) -> dict[str, Any]:
         """Every field but the image bytes, as JSON-ready plain values."""
         out: dict[str, Any] = {}

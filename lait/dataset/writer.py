@@ -128,13 +128,27 @@ def finalize(folder: str, run: dict[str, Any] | None = None) -> dict[str, Any]:
     return stats
 
 
-def _remove_dataset_files(fs: Any, root: str) -> None:
-    for path in fs.ls(root, detail=False):
-        name = path.rsplit("/", 1)[-1]
-        if name == layout.REJECTS_DIR:
-            fs.rm(path, recursive=True)
-        elif layout.is_dataset_file(name) or storage.is_temporary(name):
-            fs.rm(path)
+def prepare_folder(folder: str, *, overwrite: bool) -> None:
+    """Make `folder` ready for a new dataset.
+
+    A folder that already holds files is refused unless `overwrite`, which removes the
+    dataset files in it (shards, parquet, rejects, stats, uncommitted leftovers) and only
+    those, so a rerun never mixes with an older run's shards.
+    """
+    fs, root = storage.filesystem(folder)
+    if fs.exists(root) and fs.ls(root, detail=False):
+        if not overwrite:
+            raise FileExistsError(
+                f"{folder} is not empty; choose a new output folder or overwrite it "
+                "(--overwrite on the command line)"
+            )
+        for path in fs.ls(root, detail=False):
+            name = path.rsplit("/", 1)[-1]
+            if name == layout.REJECTS_DIR:
+                fs.rm(path, recursive=True)
+            elif layout.is_dataset_file(name) or storage.is_temporary(name):
+                fs.rm(path)
+    fs.makedirs(root, exist_ok=True)
 
 
 class DatasetWriter:
@@ -165,25 +179,21 @@ class DatasetWriter:
         self._rejected: list[Record] = []
         self._next_shard = 0
         self._next_rejects_part = 0
-        self._keys: set[str] = set()
+        self._accepted_keys: set[str] = set()
         self.stats: dict[str, Any] | None = None
-        fs, root = storage.filesystem(self.folder)
-        if fs.exists(root) and fs.ls(root, detail=False):
-            if not overwrite:
-                raise FileExistsError(
-                    f"{self.folder} is not empty; choose a new output folder or overwrite it "
-                    "(--overwrite on the command line)"
-                )
-            _remove_dataset_files(fs, root)
-        fs.makedirs(root, exist_ok=True)
+        prepare_folder(self.folder, overwrite=overwrite)
 
     def write(self, record: Record) -> None:
-        """Add one settled record (accepted or rejected)."""
-        if record.key in self._keys:
-            raise DatasetWriteError(f"key {record.key} written twice ({record.url!r})")
-        self._keys.add(record.key)
+        """Add one settled record (accepted or rejected).
+
+        Accepted keys must be unique; the ledger may repeat a key (a duplicate candidate
+        rejected in favour of an accepted one with the same url and caption).
+        """
         if record.status is Status.ACCEPTED:
             _check_sample(record)
+            if record.key in self._accepted_keys:
+                raise DatasetWriteError(f"key {record.key} accepted twice ({record.url!r})")
+            self._accepted_keys.add(record.key)
             self._accepted.append(record)
             if len(self._accepted) >= self.samples_per_shard:
                 self._flush_shard()

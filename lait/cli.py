@@ -1,0 +1,311 @@
+"""The `lait` command: one entry point, a subcommand per job.
+
+This is the one place that dispatches to `pipeline/`, `dedupe/` and `pretrain/`; each
+subcommand imports its package only when it runs, so `lait --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from lait import __version__
+
+if TYPE_CHECKING:
+    from pipeline.config import PipelineConfig
+
+EPILOG = """\
+Typical use:
+  lait demo                          the whole job on the embedded demo web, offline
+  lait crawl --pages urls.txt --out ds/ [--runner DataflowRunner --project P ...]
+  lait download --cc cc.tsv --out cc/    url+caption lists (Conceptual Captions, SBU, ...)
+  lait info ds/                      what a dataset folder holds, and whether its counts add up
+
+Beam pipeline options (--runner, --project, --region, --temp_location, --num_workers,
+--sdk_container_image, ...) are passed through to Apache Beam by `crawl` and `download`.
+"""
+
+
+def _add_demo_web(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo_web = commands.add_parser(
+        "demo-web",
+        help="the embedded demo web: a synthetic site with known noise, served on 127.0.0.1",
+        description="The embedded demo web: pages, images and url+caption lists generated "
+        "deterministically from a seed, with ground-truth labels for every injected noise kind.",
+    )
+    actions = demo_web.add_subparsers(dest="action", required=True, metavar="ACTION")
+    serve = actions.add_parser(
+        "serve",
+        help="serve the demo web on 127.0.0.1 until Ctrl-C",
+        description="Serve the demo web on 127.0.0.1 until Ctrl-C; prints its URLs.",
+    )
+    serve.add_argument("--port", type=int, default=8765, help="port (0: any free port)")
+    _add_site_options(serve)
+    serve.set_defaults(run=_run_demo_web_serve)
+    truth = actions.add_parser(
+        "ground-truth",
+        help="write the demo web's ground-truth labels as JSONL",
+        description="Write the ground truth (noise labels, scenes, true captions) as JSONL. "
+        "URLs are paths; prefix them with the base URL the server prints.",
+    )
+    truth.add_argument("out", help="output .jsonl file")
+    _add_site_options(truth)
+    truth.set_defaults(run=_run_demo_web_ground_truth)
+
+
+def _add_site_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    parser.add_argument(
+        "--images", type=int, default=600, help="scene images on the pages (default 600)"
+    )
+
+
+def _run_demo_web_serve(args: argparse.Namespace) -> int:
+    from lait.demo_web import serve
+
+    serve(seed=args.seed, port=args.port, n_images=args.images)
+    return 0
+
+
+def _run_demo_web_ground_truth(args: argparse.Namespace) -> int:
+    from lait.demo_web import build_site
+
+    site = build_site(seed=args.seed, n_images=args.images)
+    site.ground_truth.write_jsonl(args.out)
+    print(f"ground truth: {args.out}")
+    return 0
+
+
+def _add_info(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    info = commands.add_parser(
+        "info",
+        help="summarise a dataset folder and check that its counts add up",
+        description="Print a dataset folder's funnel (candidates, each stage, accepted) and "
+        "check stats.json against the parquet files. Exits 1 if the counts do not add up.",
+    )
+    info.add_argument("dataset", help="a LAIT dataset folder")
+    info.add_argument("--json", action="store_true", help="print stats.json as JSON")
+    info.set_defaults(run=_run_info)
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    from lait.dataset import DatasetFolder, StatsMismatchError, check_stats, compute_stats
+
+    folder = DatasetFolder(args.dataset)
+    stats = folder.stats()
+    if args.json:
+        print(json.dumps(stats, indent=1, ensure_ascii=False))
+        return 0
+    print(format_funnel(stats))
+    try:
+        check_stats(stats)
+        recount = compute_stats(args.dataset)
+        if (recount["accepted"], recount["rejected"]) != (stats["accepted"], stats["rejected"]):
+            raise StatsMismatchError("stats.json disagrees with the parquet files; rerun the job")
+    except StatsMismatchError as error:
+        print(f"counts do not add up: {error}", file=sys.stderr)
+        return 1
+    print(f"shards: {stats['shards']}  webdataset: {folder.webdataset_urls()}")
+    return 0
+
+
+def format_funnel(stats: dict[str, object]) -> str:
+    """The stats funnel as a few aligned lines for a terminal."""
+    lines = [f"candidates {stats['candidates']:>10}"]
+    funnel = stats["funnel"]
+    assert isinstance(funnel, list)
+    for step in funnel:
+        if step["rejected"]:
+            reasons = ", ".join(f"{r} {n}" for r, n in step["reasons"].items())
+            lines.append(f"  {step['stage']:<13} -{step['rejected']:<8} ({reasons})")
+    lines.append(f"accepted   {stats['accepted']:>10}   rejected {stats['rejected']}")
+    return "\n".join(lines)
+
+
+def _add_job_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by `crawl` and `download`: config, overrides, output."""
+    parser.add_argument("--config", help="a YAML job config (see pipeline/config.py)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.OPTION=VALUE",
+        help="override one config option, e.g. --set fetch.retries=3 (repeatable)",
+    )
+    parser.add_argument("--out", help="the output dataset folder (local path or gs://...)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the dataset files in --out if present"
+    )
+    parser.add_argument(
+        "--allow-network",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="let the fetcher reach this otherwise blocked network, e.g. 127.0.0.1/32",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(accepts_beam_options=True)
+
+
+def _add_crawl(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    crawl = commands.add_parser(
+        "crawl",
+        help="crawl web pages (or WARC/WAT files) into a dataset folder",
+        description="Crawl page URLs (or read WARC/WAT files), extract image+text candidates, "
+        "fetch and resize the images, and write a LAIT dataset folder. Unrecognised options "
+        "are Beam pipeline options (--runner DataflowRunner --project ... --region ... "
+        "--temp_location gs://...).",
+    )
+    crawl.add_argument("--pages", nargs="+", default=[], metavar="URL", help="page URLs to crawl")
+    crawl.add_argument(
+        "--pages-file", help="a text file of page URLs, one per line (# starts a comment)"
+    )
+    crawl.add_argument("--depth", type=int, help="follow same-site links this many hops")
+    crawl.add_argument("--warc", nargs="+", default=[], metavar="PATH", help="WARC files")
+    crawl.add_argument("--wat", nargs="+", default=[], metavar="PATH", help="WAT files")
+    _add_job_options(crawl)
+    crawl.set_defaults(run=_run_crawl)
+
+
+def _add_download(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    download = commands.add_parser(
+        "download",
+        help="download url+caption lists (Conceptual Captions, SBU, tables) into a dataset folder",
+        description="Download the images of url+caption lists and write a LAIT dataset folder. "
+        "Unrecognised options are Beam pipeline options.",
+    )
+    download.add_argument(
+        "--cc",
+        nargs="+",
+        default=[],
+        metavar="PATH",
+        help="Conceptual Captions TSV files (caption<TAB>url, no header)",
+    )
+    download.add_argument(
+        "--sbu", nargs="+", default=[], metavar="PATH", help="SBU lists (url<TAB>caption)"
+    )
+    download.add_argument(
+        "--table",
+        nargs="+",
+        default=[],
+        metavar="PATH",
+        help="parquet, CSV or JSONL tables (see --url-column, --caption-column)",
+    )
+    download.add_argument("--url-column", default="url", help="url column of --table files")
+    download.add_argument(
+        "--caption-column", default="caption", help="caption column of --table files"
+    )
+    _add_job_options(download)
+    download.set_defaults(run=_run_download)
+
+
+def _job_config(args: argparse.Namespace, sources: dict[str, object]) -> PipelineConfig:
+    from pipeline.config import load_config, parse_override
+
+    overrides = dict(parse_override(text) for text in args.overrides)
+    for name, value in sources.items():
+        overrides[f"sources.{name}"] = value
+    if args.out:
+        overrides["output.folder"] = args.out
+    if args.overwrite:
+        overrides["output.overwrite"] = True
+    if args.allow_network:
+        overrides["fetch.allowed_networks"] = args.allow_network
+    return load_config(args.config, overrides)
+
+
+def _run_job(args: argparse.Namespace, sources: dict[str, object], job: str) -> int:
+    from pipeline.run import run_pipeline
+
+    config = _job_config(args, sources)
+    stats = run_pipeline(
+        config,
+        args.beam_args,
+        show_progress=not args.no_progress,
+        job=job,  # type: ignore[arg-type]
+    )
+    print(format_funnel(stats))
+    print(f"dataset: {config.output.folder}")
+    return 0
+
+
+def _run_crawl(args: argparse.Namespace) -> int:
+    pages = list(args.pages)
+    if args.pages_file:
+        with open(args.pages_file, encoding="utf-8") as handle:
+            pages += [ln.strip() for ln in handle if ln.strip() and not ln.startswith("#")]
+    sources: dict[str, object] = {}
+    if pages:
+        sources["pages"] = pages
+    if args.warc:
+        sources["warc"] = args.warc
+    if args.wat:
+        sources["wat"] = args.wat
+    if args.depth is not None:
+        sources["depth"] = args.depth
+    return _run_job(args, sources, "crawl")
+
+
+def _run_download(args: argparse.Namespace) -> int:
+    lists = [{"path": p, "format": "cc"} for p in args.cc]
+    lists += [{"path": p, "format": "sbu"} for p in args.sbu]
+    for path in args.table:
+        suffix = path.rsplit(".", 1)[-1].lower()
+        kind = {"parquet": "parquet", "csv": "csv", "jsonl": "jsonl", "json": "jsonl"}.get(suffix)
+        if kind is None:
+            raise SystemExit(
+                f"lait download: cannot tell the format of {path} (.parquet, .csv "
+                "or .jsonl); or describe it in --config under sources.lists"
+            )
+        lists.append(
+            {
+                "path": path,
+                "format": kind,
+                "url_column": args.url_column,
+                "caption_column": args.caption_column,
+            }
+        )
+    return _run_job(args, {"lists": lists} if lists else {}, "download")
+
+
+_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+    _add_crawl,
+    _add_download,
+    _add_info,
+    _add_demo_web,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `lait` argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="lait",
+        description="LAIT turns the web into a clean, audited image-text pre-training corpus "
+        "(Apache Beam, locally or on Dataflow) and pre-trains an ImageBERT-style encoder on it.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"lait {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in _COMMANDS:
+        add(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `lait` with `argv` (default: the process's arguments); return the exit code."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_beam_options", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.beam_args = extra
+    code: int = args.run(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

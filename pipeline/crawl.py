@@ -1,0 +1,122 @@
+"""Crawl page URLs: fetch each page, extract its image candidates, optionally follow links.
+
+Link following is breadth-first in `depth` rounds, each a Beam stage: a round's pages give
+links on the same site (scheme + host + port) as their seed, minus every URL already
+crawled (a CoGroupByKey, so no worker holds a global "seen" set).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import apache_beam as beam
+
+from lait.record import Record
+from pipeline.extract import extract_candidates, extract_links
+from pipeline.fetch import FetchConfig, Fetcher, FetchRejected
+from pipeline.outcomes import count_page
+
+_CHARSET = re.compile(r"charset\s*=\s*[\"']?([\w.:-]+)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class CrawledPage:
+    """A fetched page: its candidates, and same-site links to follow."""
+
+    url: str
+    site: str
+    candidates: tuple[Record, ...]
+    links: tuple[str, ...]
+
+
+def site_of(url: str) -> str:
+    """scheme://host:port, the unit of "same site" for link following."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.lower()}"
+
+
+class FetchPage(beam.DoFn):  # type: ignore[misc]
+    """(site, url) in; a `CrawledPage` out, or nothing (counted) if the page fails."""
+
+    def __init__(self, fetch: FetchConfig, source: str) -> None:
+        self.fetch_config = fetch
+        self.source = source
+
+    def setup(self) -> None:
+        self.fetcher = Fetcher(self.fetch_config)
+
+    def process(self, element: tuple[str, str]) -> Iterator[CrawledPage]:
+        site, url = element
+        try:
+            response = self.fetcher.fetch(url, accept="page")
+        except FetchRejected as rejection:
+            count_page(rejection.reason.value)
+            return
+        count_page("fetched")
+        match = _CHARSET.search(response.headers.get("content-type", ""))
+        charset = match.group(1) if match else None
+        candidates = extract_candidates(
+            response.body, response.url, source=self.source, headers_charset=charset
+        )
+        links = tuple(
+            link
+            for link in extract_links(response.body, response.url, headers_charset=charset)
+            if site_of(link) == site
+        )
+        yield CrawledPage(response.url, site, tuple(candidates), links)
+
+    def teardown(self) -> None:
+        self.fetcher.close()
+
+
+def _new_urls(element: tuple[str, dict[str, Iterable[object]]]) -> Iterator[tuple[str, str]]:
+    """From CoGroupByKey(url → {'found': sites, 'seen': ...}): URLs found but not yet seen."""
+    url, groups = element
+    if not list(groups["seen"]):
+        sites = sorted(str(site) for site in groups["found"])
+        if sites:
+            yield sites[0], url
+
+
+class CrawlPages(beam.PTransform):  # type: ignore[misc]
+    """Page URLs in; candidate records (some already rejected by extraction) out."""
+
+    def __init__(self, fetch: FetchConfig, depth: int, source: str = "web") -> None:
+        super().__init__()
+        self.fetch = fetch
+        self.depth = depth
+        self.source = source
+
+    def expand(self, urls: beam.PCollection) -> beam.PCollection:
+        frontier = (
+            urls
+            | "Seeds" >> beam.Map(lambda url: (site_of(url), url))
+            | "DistinctSeeds" >> beam.Distinct()
+        )
+        seen = frontier | "SeenSeeds" >> beam.Map(lambda pair: (pair[1], True))
+        page_rounds = []
+        for level in range(self.depth + 1):
+            pages = frontier | f"Fetch{level}" >> beam.ParDo(FetchPage(self.fetch, self.source))
+            page_rounds.append(pages)
+            if level == self.depth:
+                break
+            found = pages | f"Links{level}" >> beam.FlatMap(
+                lambda page: ((link, page.site) for link in page.links)
+            )
+            frontier = (
+                {"found": found, "seen": seen}
+                | f"Unseen{level}" >> beam.CoGroupByKey()
+                | f"Frontier{level}" >> beam.FlatMap(_new_urls)
+            )
+            seen = (
+                seen,
+                frontier | f"Seen{level}" >> beam.Map(lambda pair: (pair[1], True)),
+            ) | f"AllSeen{level}" >> beam.Flatten()
+        return (
+            page_rounds
+            | "AllPages" >> beam.Flatten()
+            | "Candidates" >> beam.FlatMap(lambda page: page.candidates)
+        )

@@ -1,0 +1,70 @@
+"""Fetch candidates' images and turn them into settled records, many at a time per worker.
+
+Fetching is I/O-bound, so each worker runs a thread pool over batches of candidates; the
+fetcher (with its per-domain limits, robots.txt cache and pinned connections) and the image
+processor are built once per DoFn instance in `setup`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import apache_beam as beam
+
+from lait.record import Record
+from pipeline.config import ImageConfig
+from pipeline.fetch import FetchConfig, Fetcher, FetchRejected
+from pipeline.image import ImageProcessor
+
+
+def download_one(fetcher: Fetcher, processor: ImageProcessor, record: Record) -> Record:
+    """Fetch, decode, filter and resize one candidate; every failure is a reject reason."""
+    try:
+        response = fetcher.fetch(record.url, accept="image")
+    except FetchRejected as rejection:
+        return record.rejected(rejection.reason, rejection.detail)
+    fetched = dataclasses.replace(record, image=response.body, num_bytes=len(response.body))
+    return processor.process(fetched)
+
+
+class DownloadImages(beam.DoFn):  # type: ignore[misc]
+    """Batches of candidates in, settled records out (accepted with pixels, or rejected)."""
+
+    def __init__(self, fetch: FetchConfig, image: ImageConfig, threads: int) -> None:
+        self.fetch_config = fetch
+        self.image_config = image
+        self.threads = threads
+
+    def setup(self) -> None:
+        self.fetcher = Fetcher(self.fetch_config)
+        self.processor = ImageProcessor(self.image_config)
+        self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="lait-fetch")
+
+    def process(self, batch: Sequence[Record]) -> Iterator[Record]:
+        yield from self.pool.map(
+            lambda record: download_one(self.fetcher, self.processor, record), batch
+        )
+
+    def teardown(self) -> None:
+        self.pool.shutdown(wait=True)
+        self.fetcher.close()
+
+
+class Download(beam.PTransform):  # type: ignore[misc]
+    """Spread live candidates over workers, batch them, and download them."""
+
+    def __init__(self, fetch: FetchConfig, image: ImageConfig, threads: int) -> None:
+        super().__init__()
+        self.fetch = fetch
+        self.image = image
+        self.threads = threads
+
+    def expand(self, candidates: beam.PCollection) -> beam.PCollection:
+        return (
+            candidates
+            | "Spread" >> beam.Reshuffle()
+            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=4 * self.threads)
+            | "Fetch" >> beam.ParDo(DownloadImages(self.fetch, self.image, self.threads))
+        )

@@ -1,0 +1,110 @@
+"""Decode image bytes safely with Pillow and normalise them to 8-bit RGB(A), upright.
+
+Pillow reads the header first, so the pixel count is checked before any pixel is decoded
+(decompression bombs cost nothing). Full decoding then finds truncated files. Modes that
+img2dataset's OpenCV-based resizer would mishandle (CMYK, 16-bit, palette, EXIF-rotated)
+are converted here; images that need no conversion keep their original bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from lait.record import RejectReason
+
+_PASS_THROUGH_FORMATS = {"JPEG", "PNG", "WEBP"}
+_PASS_THROUGH_MODES = {"RGB", "L", "RGBA"}
+
+
+class ImageRejected(Exception):
+    """An image cannot be used; `reason` says why in the pipeline's terms."""
+
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An upright, 8-bit image and the bytes to hand to the resizer."""
+
+    image: Image.Image
+    encoded: bytes  # the original bytes, or a lossless PNG when conversion was needed
+    source_format: str
+    width: int
+    height: int
+
+
+def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
+    """Decode `data`; raise `ImageRejected` for bombs, truncation and undecodable bytes."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageRejected(
+                    RejectReason.DECOMPRESSION_BOMB,
+                    f"{width}x{height} = {width * height} pixels > {max_pixels}",
+                )
+            source_format = image.format or "unknown"
+            image.load()
+    except ImageRejected:
+        raise
+    except Image.DecompressionBombError as error:
+        raise ImageRejected(RejectReason.DECOMPRESSION_BOMB, str(error)) from error
+    except OSError as error:
+        reason = (
+            RejectReason.TRUNCATED_IMAGE
+            if "truncated" in str(error) or "broken data stream" in str(error)
+            else RejectReason.UNDECODABLE_IMAGE
+        )
+        raise ImageRejected(reason, str(error)) from error
+    except (ValueError, SyntaxError, Image.UnidentifiedImageError) as error:
+        raise ImageRejected(RejectReason.UNDECODABLE_IMAGE, str(error)) from error
+
+    rotated = _has_rotation(image)
+    upright = ImageOps.exif_transpose(image) if rotated else image
+    normalised = _to_8bit(upright)
+    needs_reencode = (
+        rotated
+        or normalised is not upright
+        or source_format not in _PASS_THROUGH_FORMATS
+        or upright.mode not in _PASS_THROUGH_MODES
+    )
+    encoded = data
+    if needs_reencode:
+        buffer = io.BytesIO()
+        normalised.save(buffer, format="PNG", compress_level=1)
+        encoded = buffer.getvalue()
+    return DecodedImage(normalised, encoded, source_format, *normalised.size)
+
+
+def _has_rotation(image: Image.Image) -> bool:
+    orientation = image.getexif().get(0x0112, 1)
+    return orientation not in (None, 1)
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """RGB or RGBA with 8 bits per channel (L and RGB pass through unchanged)."""
+    mode = image.mode
+    if mode in _PASS_THROUGH_MODES:
+        return image
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = array.max() if array.size else 0.0
+        scale = 255.0 / (65535.0 if peak > 255 else max(peak, 1.0))
+        return Image.fromarray(np.clip(array * scale, 0, 255).astype(np.uint8), mode="L")
+    if mode == "F":
+        array = np.asarray(image, dtype=np.float64)
+        low, high = float(array.min()), float(array.max())
+        spread = high - low or 1.0
+        return Image.fromarray(((array - low) / spread * 255).astype(np.uint8), mode="L")
+    has_alpha = mode in ("LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info)
+    return image.convert("RGBA" if has_alpha else "RGB")

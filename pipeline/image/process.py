@@ -1,0 +1,77 @@
+"""From fetched bytes to a shard-ready image: decode, filter (LAIT's rules), resize.
+
+Resizing and encoding use img2dataset's `Resizer`, so the output matches what an
+img2dataset user gets for the same options.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+
+import imagehash
+from img2dataset.resizer import Resizer
+
+from lait.record import Record, RejectReason
+from pipeline.config import ImageConfig
+from pipeline.image.decode import ImageRejected, decode_image
+
+__all__ = ["ImageProcessor", "ImageRejected"]
+
+
+class ImageProcessor:
+    """Turns a record carrying downloaded bytes into an accepted-ready or rejected record."""
+
+    def __init__(self, config: ImageConfig) -> None:
+        self.config = config
+        self._resizer = Resizer(
+            image_size=config.image_size,
+            resize_mode=config.resize_mode,
+            resize_only_if_bigger=config.resize_only_if_bigger,
+            encode_format=config.encode_format,
+            encode_quality=config.encode_quality,
+        )
+
+    def process(self, record: Record) -> Record:
+        """Decode, filter and resize `record.image`; a failure becomes a reject reason."""
+        if record.image is None:
+            raise ValueError(f"record {record.key} has no downloaded bytes to process")
+        try:
+            return self._process(record, record.image)
+        except ImageRejected as rejection:
+            return record.rejected(rejection.reason, rejection.detail)
+
+    def _process(self, record: Record, data: bytes) -> Record:
+        config = self.config
+        if len(data) < config.min_bytes:
+            raise ImageRejected(
+                RejectReason.TOO_FEW_BYTES, f"{len(data)} bytes < {config.min_bytes}"
+            )
+        decoded = decode_image(data, config.max_pixels)
+        width, height = decoded.width, decoded.height
+        if min(width, height) < config.min_side:
+            raise ImageRejected(
+                RejectReason.TOO_SMALL, f"{width}x{height}: shorter side < {config.min_side}"
+            )
+        aspect = max(width, height) / min(width, height)
+        if aspect > config.max_aspect_ratio:
+            raise ImageRejected(
+                RejectReason.BAD_ASPECT_RATIO,
+                f"{width}x{height}: {aspect:.2f} > {config.max_aspect_ratio}",
+            )
+        encoded, out_width, out_height, _, _, error = self._resizer(io.BytesIO(decoded.encoded))
+        if error is not None or encoded is None:
+            raise ImageRejected(RejectReason.UNDECODABLE_IMAGE, f"resizer: {error}")
+        return dataclasses.replace(
+            record,
+            image=encoded,
+            image_format=config.encode_format,
+            width=out_width,
+            height=out_height,
+            original_width=width,
+            original_height=height,
+            num_bytes=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            phash=str(imagehash.phash(decoded.image)),
+        )

@@ -1,0 +1,51 @@
+"""Beam counters for the funnel, so a Dataflow user watches it fill in live.
+
+Counter names are `<stage>.<reason>` for rejects, plus `accepted` and `candidates`, in the
+`lait` namespace; per-source totals are `source.<name>.<outcome>`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from lait.record import Record, Status
+from pipeline.progress import ProgressWriter
+
+NAMESPACE = "lait"
+
+
+class CountOutcome(beam.DoFn):  # type: ignore[misc]
+    """Count each settled record by outcome (pass-through); feed the local progress bar."""
+
+    def __init__(self, progress_folder: str | None = None) -> None:
+        self.progress_folder = progress_folder
+
+    def setup(self) -> None:
+        self.progress = ProgressWriter(self.progress_folder) if self.progress_folder else None
+
+    def finish_bundle(self) -> None:
+        if self.progress is not None:
+            self.progress.flush()
+
+    def process(self, record: Record) -> Iterator[Record]:
+        Metrics.counter(NAMESPACE, "candidates").inc()
+        if record.status is Status.ACCEPTED:
+            Metrics.counter(NAMESPACE, "accepted").inc()
+            outcome = "accepted"
+        else:
+            assert record.reject_reason is not None and record.reject_stage is not None
+            Metrics.counter(NAMESPACE, "rejected").inc()
+            Metrics.counter(NAMESPACE, f"{record.reject_stage}.{record.reject_reason}").inc()
+            outcome = "rejected"
+        Metrics.counter(NAMESPACE, f"source.{record.source}.{outcome}").inc()
+        if self.progress is not None:
+            self.progress.add(accepted=outcome == "accepted")
+        yield record
+
+
+def count_page(outcome: str) -> None:
+    """Count a crawled page's outcome (`fetched`, or a fetch reject reason)."""
+    Metrics.counter(NAMESPACE, f"pages.{outcome}").inc()

@@ -1,0 +1,96 @@
+"""Run the LAIT pipeline: Beam options, the local runner, the progress bar, final stats.
+
+Beam's own options pass straight through (`--runner DataflowRunner --project P --region R
+--temp_location gs://... --sdk_container_image ...`). Without `--runner`, or with
+`--runner DirectRunner`, the job runs locally on Beam's FnApiRunner (what DirectRunner
+uses for batch jobs) in multi-process mode with one worker per core; naming it directly
+skips DirectRunner's attempt to download the Prism runner, which fails offline.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from importlib import metadata
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
+
+from lait.dataset import finalize, prepare_folder
+from pipeline.config import PipelineConfig
+from pipeline.graph import BuildDataset
+from pipeline.outcomes import NAMESPACE
+from pipeline.progress import progress_bar
+
+_LOCAL_RUNNERS = {None, "DirectRunner", "FnApiRunner"}
+_VERSIONED = ["lait", "apache-beam", "img2dataset", "open-clip-torch", "torch", "pyarrow"]
+
+
+def _versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def pipeline_options(beam_args: list[str]) -> tuple[PipelineOptions, bool]:
+    """Beam options from the pass-through arguments, and whether the run is local."""
+    options = PipelineOptions(beam_args)
+    runner = options.view_as(StandardOptions).runner
+    local = runner in _LOCAL_RUNNERS
+    if local:
+        direct = options.view_as(DirectOptions)
+        if "--direct_running_mode" not in " ".join(beam_args):
+            direct.direct_running_mode = "multi_processing"
+        if "--direct_num_workers" not in " ".join(beam_args):
+            direct.direct_num_workers = os.cpu_count() or 1
+    return options, local
+
+
+def _counters(result: Any) -> dict[str, int]:
+    try:
+        queried = result.metrics().query(beam.metrics.MetricsFilter().with_namespace(NAMESPACE))
+    except (NotImplementedError, AttributeError):
+        return {}
+    counts: dict[str, int] = {}
+    for counter in queried["counters"]:
+        name = counter.key.metric.name
+        counts[name] = counts.get(name, 0) + int(counter.committed or counter.attempted or 0)
+    return counts
+
+
+def run_pipeline(
+    config: PipelineConfig,
+    beam_args: list[str] | None = None,
+    *,
+    show_progress: bool = True,
+    job: str = "pipeline",
+) -> dict[str, Any]:
+    """Run the job to completion and return the dataset's stats (also in stats.json)."""
+    options, local = pipeline_options(list(beam_args or []))
+    prepare_folder(config.output.folder, overwrite=config.output.overwrite)
+    started = time.time()
+    with progress_bar(enabled=local and show_progress) as progress_folder:
+        pipeline = beam.Pipeline(runner=FnApiRunner() if local else None, options=options)
+        _ = pipeline | "LAIT" >> BuildDataset(config, progress_folder)
+        result = pipeline.run()
+        result.wait_until_finish()
+    counters = _counters(result)
+    run = {
+        "job": job,
+        "runner": "FnApiRunner (local)" if local else options.view_as(StandardOptions).runner,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "seconds": round(time.time() - started, 2),
+        "versions": _versions(),
+        "config": config.to_dict(),
+        "pages": {
+            k.removeprefix("pages."): v for k, v in counters.items() if k.startswith("pages.")
+        },
+    }
+    return finalize(config.output.folder, run=run)

@@ -1,0 +1,86 @@
+"""Write settled records into a LAIT dataset folder from a Beam pipeline.
+
+Accepted records are spread over `ceil(n / samples_per_shard)` shards by a hash of their
+key (n counted in the pipeline), grouped with a GroupByKey, and each group is committed as
+one whole shard by `lait.dataset.write_shard`. The same keys give the same shards, so a
+rerun rewrites identical files. Rejects are written the same way as ledger parts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable
+
+import apache_beam as beam
+
+from lait.dataset import write_rejects_part, write_shard
+from lait.record import Record, Status
+
+
+def shard_index(key: str, num_shards: int) -> int:
+    """The shard a key belongs in (stable across runs, processes and Python versions)."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % num_shards
+
+
+def _num_groups(count: int, per_group: int) -> int:
+    return max(1, math.ceil(count / per_group))
+
+
+class _WriteGroups(beam.PTransform):  # type: ignore[misc]
+    """Group records into `ceil(n / per_group)` hash groups and commit each group."""
+
+    def __init__(self, folder: str, per_group: int, accepted: bool) -> None:
+        super().__init__()
+        self.folder = folder
+        self.per_group = per_group
+        self.accepted = accepted
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        count = records | "Count" >> beam.combiners.Count.Globally()
+        per_group = self.per_group
+        folder = self.folder
+        commit = write_shard if self.accepted else write_rejects_part
+
+        def assign(record: Record, total: int) -> tuple[int, Record]:
+            return shard_index(record.key, _num_groups(total, per_group)), record
+
+        def write(group: tuple[int, Iterable[Record]]) -> int:
+            index, members = group
+            return commit(folder, index, list(members))
+
+        return (
+            records
+            | "Assign" >> beam.Map(assign, total=beam.pvalue.AsSingleton(count))
+            | "Group" >> beam.GroupByKey()
+            | "Commit" >> beam.Map(write)
+        )
+
+
+def _settled_partition(record: Record, _: int) -> int:
+    if record.status is Status.ACCEPTED:
+        return 0
+    if record.status is Status.REJECTED:
+        return 1
+    raise ValueError(f"record {record.key} reached the writer unsettled ({record.status})")
+
+
+class WriteDataset(beam.PTransform):  # type: ignore[misc]
+    """Commit settled records as shards (accepted) and rejects-ledger parts (rejected).
+
+    Returns the PCollection of per-file row counts. Call `lait.dataset.finalize` after the
+    pipeline finishes to write sizes.json and stats.json.
+    """
+
+    def __init__(self, folder: str, samples_per_shard: int, rejects_per_part: int) -> None:
+        super().__init__()
+        self.folder = folder
+        self.samples_per_shard = samples_per_shard
+        self.rejects_per_part = rejects_per_part
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        accepted, rejected = records | "Split" >> beam.Partition(_settled_partition, 2)
+        shards = accepted | "Shards" >> _WriteGroups(self.folder, self.samples_per_shard, True)
+        parts = rejected | "Rejects" >> _WriteGroups(self.folder, self.rejects_per_part, False)
+        return (shards, parts) | "Written" >> beam.Flatten()
