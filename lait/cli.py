@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -251,24 +252,19 @@ def _run_crawl(args: argparse.Namespace) -> int:
 
 
 def _run_download(args: argparse.Namespace) -> int:
+    from pipeline.sources import table_format
+
     lists = [{"path": p, "format": "cc"} for p in args.cc]
     lists += [{"path": p, "format": "sbu"} for p in args.sbu]
-    for path in args.table:
-        suffix = path.rsplit(".", 1)[-1].lower()
-        kind = {"parquet": "parquet", "csv": "csv", "jsonl": "jsonl", "json": "jsonl"}.get(suffix)
-        if kind is None:
-            raise SystemExit(
-                f"lait download: cannot tell the format of {path} (.parquet, .csv "
-                "or .jsonl); or describe it in --config under sources.lists"
-            )
-        lists.append(
-            {
-                "path": path,
-                "format": kind,
-                "url_column": args.url_column,
-                "caption_column": args.caption_column,
-            }
-        )
+    lists += [
+        {
+            "path": path,
+            "format": table_format(path),
+            "url_column": args.url_column,
+            "caption_column": args.caption_column,
+        }
+        for path in args.table
+    ]
     return _run_job(args, {"lists": lists} if lists else {}, "download")
 
 
@@ -303,7 +299,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra and not getattr(args, "accepts_beam_options", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.beam_args = extra
-    code: int = args.run(args)
+    try:
+        code: int = args.run(args)
+    except (ValueError, FileExistsError, FileNotFoundError) as error:
+        # Our error types say what to do; a traceback would bury that. LAIT_DEBUG=1 shows it.
+        if os.environ.get("LAIT_DEBUG"):
+            raise
+        print(f"lait {args.command}: error: {error}", file=sys.stderr)
+        return 2
     return code
 
 
