@@ -1,0 +1,22 @@
+"""Candidate extraction: image-text pairs and links from HTML pages (pure Python, no Beam)."""
+
+from pipeline.extract.candidates import ImageSighting, records_for_page, records_for_sighting
+from pipeline.extract.charset import decode_html
+from pipeline.extract.html import PageExtraction, extract_candidates, extract_links, extract_page
+from pipeline.extract.srcset import largest_srcset_url, parse_srcset
+from pipeline.extract.urls import InvalidUrlError, resolve_http_url
+
+__all__ = [
+    "ImageSighting",
+    "InvalidUrlError",
+    "PageExtraction",
+    "decode_html",
+    "extract_candidates",
+    "extract_links",
+    "extract_page",
+    "largest_srcset_url",
+    "parse_srcset",
+    "records_for_page",
+    "records_for_sighting",
+    "resolve_http_url",
+]
