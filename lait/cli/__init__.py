@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from lait import __version__
+from lait.cli.demo import add_demo
 
 if TYPE_CHECKING:
     from pipeline.config import PipelineConfig
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 EPILOG = """\
 Typical use:
   lait demo                          the whole job on the embedded demo web, offline
-  lait crawl --pages urls.txt --out ds/ [--runner DataflowRunner --project P ...]
+  lait crawl --pages-file urls.txt --out ds/ [--runner DataflowRunner --project P ...]
   lait download --cc cc.tsv --out cc/    url+caption lists (Conceptual Captions, SBU, ...)
   lait info ds/                      what a dataset folder holds, and whether its counts add up
 
@@ -187,7 +188,15 @@ def _add_download(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         help="Conceptual Captions TSV files (caption<TAB>url, no header)",
     )
     download.add_argument(
-        "--sbu", nargs="+", default=[], metavar="PATH", help="SBU lists (url<TAB>caption)"
+        "--sbu", nargs="+", default=[], metavar="PATH", help="SBU lists as url<TAB>caption TSV"
+    )
+    download.add_argument(
+        "--sbu-pair",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("URLS", "CAPTIONS"),
+        help="SBU as distributed: a file of URLs and a line-aligned file of captions",
     )
     download.add_argument(
         "--table",
@@ -256,6 +265,7 @@ def _run_download(args: argparse.Namespace) -> int:
 
     lists = [{"path": p, "format": "cc"} for p in args.cc]
     lists += [{"path": p, "format": "sbu"} for p in args.sbu]
+    lists += [{"path": u, "captions_path": c, "format": "sbu"} for u, c in args.sbu_pair]
     lists += [
         {
             "path": path,
@@ -269,6 +279,7 @@ def _run_download(args: argparse.Namespace) -> int:
 
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+    add_demo,
     _add_crawl,
     _add_download,
     _add_info,

@@ -1,0 +1,129 @@
+"""`lait demo`: the whole job on the embedded demo web, offline, in minutes on 2 cores.
+
+Starts the demo web on 127.0.0.1, crawls its pages into `OUT/web` (stage 1 of pre-training
+reads it), fetches its Conceptual Captions and SBU lists through the same safe fetcher and
+downloads them into `OUT/cc_sbu` (stage 2), and writes the ground truth beside them.
+Each later stage of LAIT adds its step here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lait.demo_web import DemoSite, DemoWebServer
+
+LOOPBACK = ("127.0.0.1/32",)
+
+
+def _fetch_lists(server: DemoWebServer, site: DemoSite, folder: Path) -> dict[str, Path]:
+    """Download the demo web's url+caption lists with the safe fetcher; return local paths."""
+    from pipeline.fetch import FetchConfig, Fetcher
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fetcher = Fetcher(FetchConfig(allowed_networks=LOOPBACK))
+    paths = {}
+    try:
+        for name, path in (
+            ("cc", site.cc_list_path),
+            ("sbu_urls", site.sbu_urls_path),
+            ("sbu_captions", site.sbu_captions_path),
+        ):
+            local = folder / Path(path).name
+            local.write_bytes(fetcher.fetch(server.url(path)).body)
+            paths[name] = local
+    finally:
+        fetcher.close()
+    return paths
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Run every stage that exists on the demo web and print where the output went."""
+    # Imported here so that `lait --help` does not pay for Beam and the demo web.
+    from lait.demo_web import DemoWebServer, build_site
+    from pipeline.config import ListSource, OutputConfig, PipelineConfig, SourcesConfig
+    from pipeline.fetch import FetchConfig
+    from pipeline.run import run_pipeline
+
+    out = Path(args.out)
+    started = time.monotonic()
+    print(f"building the demo web (seed {args.seed}, {args.images} images) ...", flush=True)
+    site = build_site(seed=args.seed, n_images=args.images)
+    out.mkdir(parents=True, exist_ok=True)
+    site.ground_truth.write_jsonl(out / "ground_truth.jsonl")
+
+    base = PipelineConfig(
+        fetch=FetchConfig(allowed_networks=LOOPBACK, total_timeout_s=args.timeout, retries=1),
+        output=OutputConfig(samples_per_shard=args.samples_per_shard, overwrite=True),
+    )
+    with DemoWebServer(site) as server:
+        print(f"demo web at {server.base_url}", flush=True)
+        lists = _fetch_lists(server, site, out / "lists")
+
+        print("\n[1/2] crawling the demo web's pages → web/", flush=True)
+        crawl = replace(
+            base,
+            sources=SourcesConfig(pages=(server.url("/index.html"),), depth=1),
+            output=replace(base.output, folder=str(out / "web")),
+        )
+        web = run_pipeline(crawl, args.beam_args, show_progress=not args.no_progress, job="crawl")
+
+        print("\n[2/2] downloading its Conceptual Captions and SBU lists → cc_sbu/", flush=True)
+        download = replace(
+            base,
+            sources=SourcesConfig(
+                lists=(
+                    ListSource(path=str(lists["cc"]), format="cc", name="cc"),
+                    ListSource(
+                        path=str(lists["sbu_urls"]),
+                        captions_path=str(lists["sbu_captions"]),
+                        format="sbu",
+                        name="sbu",
+                    ),
+                )
+            ),
+            output=replace(base.output, folder=str(out / "cc_sbu")),
+        )
+        cc_sbu = run_pipeline(
+            download, args.beam_args, show_progress=not args.no_progress, job="download"
+        )
+
+    from lait.cli import format_funnel
+
+    for name, stats in (("web", web), ("cc_sbu", cc_sbu)):
+        print(f"\n{name}/\n{format_funnel(stats)}")
+    print(f"\ndone in {time.monotonic() - started:.0f} s. Output in {out}/:")
+    print(f"  web/        stage-1 dataset: {web['accepted']} samples in {web['shards']} shards")
+    print(
+        f"  cc_sbu/     stage-2 dataset: {cc_sbu['accepted']} samples in {cc_sbu['shards']} shards"
+    )
+    print("  lists/      the demo web's CC and SBU lists, as downloaded")
+    print("  ground_truth.jsonl   the injected noise, for measuring each stage")
+    return 0
+
+
+def add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `lait demo`."""
+    demo = commands.add_parser(
+        "demo",
+        help="run the whole job on the embedded demo web (offline)",
+        description="Start the embedded demo web on 127.0.0.1 and run every LAIT stage on it: "
+        "crawl its pages, download its CC/SBU lists, write the dataset folders. Unrecognised "
+        "options are Beam pipeline options.",
+    )
+    demo.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
+    demo.add_argument("--seed", type=int, default=0, help="demo web seed (default 0)")
+    demo.add_argument("--images", type=int, default=600, help="images on its pages (default 600)")
+    demo.add_argument(
+        "--timeout",
+        type=float,
+        default=2.0,
+        help="fetch timeout in seconds (the demo web has a few deliberately slow images)",
+    )
+    demo.add_argument("--samples-per-shard", type=int, default=200, help="default 200")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    demo.set_defaults(run=run_demo, accepts_beam_options=True)
