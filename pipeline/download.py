@@ -13,10 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
 
-from lait.record import Record
+from lait.record import Record, Status
 from pipeline.config import ImageConfig
 from pipeline.fetch import FetchConfig, Fetcher, FetchRejected
 from pipeline.image import ImageProcessor
+from pipeline.progress import ProgressWriter
 
 
 def download_one(fetcher: Fetcher, processor: ImageProcessor, record: Record) -> Record:
@@ -32,20 +33,31 @@ def download_one(fetcher: Fetcher, processor: ImageProcessor, record: Record) ->
 class DownloadImages(beam.DoFn):  # type: ignore[misc]
     """Batches of candidates in, settled records out (accepted with pixels, or rejected)."""
 
-    def __init__(self, fetch: FetchConfig, image: ImageConfig, threads: int) -> None:
+    def __init__(
+        self, fetch: FetchConfig, image: ImageConfig, threads: int, progress_folder: str | None
+    ) -> None:
         self.fetch_config = fetch
         self.image_config = image
         self.threads = threads
+        self.progress_folder = progress_folder
 
     def setup(self) -> None:
         self.fetcher = Fetcher(self.fetch_config)
         self.processor = ImageProcessor(self.image_config)
         self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="lait-fetch")
+        self.progress = ProgressWriter(self.progress_folder) if self.progress_folder else None
 
     def process(self, batch: Sequence[Record]) -> Iterator[Record]:
-        yield from self.pool.map(
+        for record in self.pool.map(
             lambda record: download_one(self.fetcher, self.processor, record), batch
-        )
+        ):
+            if self.progress is not None:
+                self.progress.add(ok=record.status is not Status.REJECTED)
+            yield record
+
+    def finish_bundle(self) -> None:
+        if self.progress is not None:
+            self.progress.flush()
 
     def teardown(self) -> None:
         self.pool.shutdown(wait=True)
@@ -55,16 +67,26 @@ class DownloadImages(beam.DoFn):  # type: ignore[misc]
 class Download(beam.PTransform):  # type: ignore[misc]
     """Spread live candidates over workers, batch them, and download them."""
 
-    def __init__(self, fetch: FetchConfig, image: ImageConfig, threads: int) -> None:
+    def __init__(
+        self,
+        fetch: FetchConfig,
+        image: ImageConfig,
+        threads: int,
+        progress_folder: str | None = None,
+    ) -> None:
         super().__init__()
         self.fetch = fetch
         self.image = image
         self.threads = threads
+        self.progress_folder = progress_folder
 
     def expand(self, candidates: beam.PCollection) -> beam.PCollection:
         return (
             candidates
             | "Spread" >> beam.Reshuffle()
             | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=4 * self.threads)
-            | "Fetch" >> beam.ParDo(DownloadImages(self.fetch, self.image, self.threads))
+            | "Fetch"
+            >> beam.ParDo(
+                DownloadImages(self.fetch, self.image, self.threads, self.progress_folder)
+            )
         )

@@ -89,12 +89,12 @@ class BuildDataset(beam.PTransform):  # type: ignore[misc]
             | "SplitDuplicates" >> beam.Partition(_live_or_settled, 2)
         )
         downloaded = unique | "Download" >> Download(
-            config.fetch, config.image, config.fetch_threads
+            config.fetch, config.image, config.fetch_threads, self.progress_folder
         )
         settled = (
             (settled_early, duplicates, downloaded | "Settle" >> beam.Map(Record.accepted_if_live))
             | "AllSettled" >> beam.Flatten()
-            | "Count" >> beam.ParDo(CountOutcome(self.progress_folder))
+            | "Count" >> beam.ParDo(CountOutcome())
         )
         return settled | "Write" >> WriteDataset(
             config.output.folder, config.output.samples_per_shard, config.output.rejects_per_part

@@ -12,23 +12,12 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from lait.record import Record, Status
-from pipeline.progress import ProgressWriter
 
 NAMESPACE = "lait"
 
 
 class CountOutcome(beam.DoFn):  # type: ignore[misc]
-    """Count each settled record by outcome (pass-through); feed the local progress bar."""
-
-    def __init__(self, progress_folder: str | None = None) -> None:
-        self.progress_folder = progress_folder
-
-    def setup(self) -> None:
-        self.progress = ProgressWriter(self.progress_folder) if self.progress_folder else None
-
-    def finish_bundle(self) -> None:
-        if self.progress is not None:
-            self.progress.flush()
+    """Count each settled record by outcome (pass-through)."""
 
     def process(self, record: Record) -> Iterator[Record]:
         Metrics.counter(NAMESPACE, "candidates").inc()
@@ -41,8 +30,6 @@ class CountOutcome(beam.DoFn):  # type: ignore[misc]
             Metrics.counter(NAMESPACE, f"{record.reject_stage}.{record.reject_reason}").inc()
             outcome = "rejected"
         Metrics.counter(NAMESPACE, f"source.{record.source}.{outcome}").inc()
-        if self.progress is not None:
-            self.progress.add(accepted=outcome == "accepted")
         yield record
 
 

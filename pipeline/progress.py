@@ -27,12 +27,12 @@ class ProgressWriter:
 
     def __init__(self, folder: str) -> None:
         self.path = Path(folder) / f"{os.getpid()}-{threading.get_ident()}-{id(self)}.json"
-        self.counts = {"settled": 0, "accepted": 0}
+        self.counts = {"done": 0, "ok": 0}
         self._last_flush = 0.0
 
-    def add(self, accepted: bool) -> None:
-        self.counts["settled"] += 1
-        self.counts["accepted"] += int(accepted)
+    def add(self, ok: bool) -> None:
+        self.counts["done"] += 1
+        self.counts["ok"] += int(ok)
         if time.monotonic() - self._last_flush >= _FLUSH_EVERY_S:
             self.flush()
 
@@ -44,7 +44,7 @@ class ProgressWriter:
 
 
 def _read_totals(folder: Path) -> dict[str, int]:
-    totals = {"settled": 0, "accepted": 0}
+    totals = {"done": 0, "ok": 0}
     for path in folder.glob("*.json"):
         with contextlib.suppress(OSError, ValueError):
             for name, value in json.loads(path.read_text()).items():
@@ -53,20 +53,20 @@ def _read_totals(folder: Path) -> dict[str, int]:
 
 
 @contextlib.contextmanager
-def progress_bar(enabled: bool, description: str = "candidates settled") -> Iterator[str | None]:
+def progress_bar(enabled: bool, description: str = "images downloaded") -> Iterator[str | None]:
     """Yield a folder for `ProgressWriter`s (None when disabled) while a bar shows the sums."""
     if not enabled:
         yield None
         return
     with tempfile.TemporaryDirectory(prefix="lait-progress-") as folder:
         stop = threading.Event()
-        bar = tqdm(desc=description, unit=" rec", dynamic_ncols=True)
+        bar = tqdm(desc=description, unit=" img", dynamic_ncols=True, mininterval=1.0)
 
         def poll() -> None:
             while not stop.wait(0.5):
                 totals = _read_totals(Path(folder))
-                bar.n = totals["settled"]
-                bar.set_postfix(accepted=totals["accepted"], refresh=False)
+                bar.n = totals["done"]
+                bar.set_postfix(usable=totals["ok"], refresh=False)
                 bar.refresh()
 
         thread = threading.Thread(target=poll, daemon=True)
@@ -77,6 +77,6 @@ def progress_bar(enabled: bool, description: str = "candidates settled") -> Iter
             stop.set()
             thread.join()
             totals = _read_totals(Path(folder))
-            bar.n = totals["settled"]
-            bar.set_postfix(accepted=totals["accepted"])
+            bar.n = totals["done"]
+            bar.set_postfix(usable=totals["ok"])
             bar.close()

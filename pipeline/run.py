@@ -9,6 +9,7 @@ skips DirectRunner's attempt to download the Prism runner, which fails offline.
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import time
@@ -74,6 +75,10 @@ def run_pipeline(
 ) -> dict[str, Any]:
     """Run the job to completion and return the dataset's stats (also in stats.json)."""
     options, local = pipeline_options(list(beam_args or []))
+    if local:
+        # The local workers relay harmless start-up warnings ("No semi_persistent_directory")
+        # once per process; errors still show.
+        logging.getLogger("apache_beam.runners.portability").setLevel(logging.ERROR)
     prepare_folder(config.output.folder, overwrite=config.output.overwrite)
     started = time.time()
     with progress_bar(enabled=local and show_progress) as progress_folder:

@@ -25,6 +25,7 @@ Typical use:
   lait crawl --pages-file urls.txt --out ds/ [--runner DataflowRunner --project P ...]
   lait download --cc cc.tsv --out cc/    url+caption lists (Conceptual Captions, SBU, ...)
   lait info ds/                      what a dataset folder holds, and whether its counts add up
+  lait report ds/                    the quality report: ds/report.html, to open in a browser
 
 Beam pipeline options (--runner, --project, --region, --temp_location, --num_workers,
 --sdk_container_image, ...) are passed through to Apache Beam by `crawl` and `download`.
@@ -111,6 +112,29 @@ def _run_info(args: argparse.Namespace) -> int:
         print(f"counts do not add up: {error}", file=sys.stderr)
         return 1
     print(f"shards: {stats['shards']}  webdataset: {folder.webdataset_urls()}")
+    return 0
+
+
+def _add_report(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    report = commands.add_parser(
+        "report",
+        help="write the quality report (report.html + report.json) of a dataset folder",
+        description="Read a dataset folder (parquet metadata, rejects ledger, stats, a sample of "
+        "shards) and write report.html, one self-contained page to audit it with, and "
+        "report.json with the same figures. Memory stays bounded on any size of folder.",
+    )
+    report.add_argument("dataset", help="a LAIT dataset folder")
+    report.add_argument("--out", help="folder for report.html/report.json (default: DATASET)")
+    report.add_argument("--gallery-size", type=int, default=24, help="samples per gallery")
+    report.add_argument("--seed", type=int, default=0, help="seed of the gallery samples")
+    report.set_defaults(run=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from lait.report import write_report
+
+    paths = write_report(args.dataset, args.out, gallery_size=args.gallery_size, seed=args.seed)
+    print(f"report: {paths.html}\nfigures: {paths.json}")
     return 0
 
 
@@ -283,6 +307,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], 
     _add_crawl,
     _add_download,
     _add_info,
+    _add_report,
     _add_demo_web,
 ]
 

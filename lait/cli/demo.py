@@ -3,7 +3,7 @@
 Starts the demo web on 127.0.0.1, crawls its pages into `OUT/web` (stage 1 of pre-training
 reads it), fetches its Conceptual Captions and SBU lists through the same safe fetcher and
 downloads them into `OUT/cc_sbu` (stage 2), and writes the ground truth beside them.
-Each later stage of LAIT adds its step here.
+It ends by writing each folder's quality report. Each later stage of LAIT adds its step here.
 """
 
 from __future__ import annotations
@@ -57,7 +57,12 @@ def run_demo(args: argparse.Namespace) -> int:
     site.ground_truth.write_jsonl(out / "ground_truth.jsonl")
 
     base = PipelineConfig(
-        fetch=FetchConfig(allowed_networks=LOOPBACK, total_timeout_s=args.timeout, retries=1),
+        fetch=FetchConfig(
+            allowed_networks=LOOPBACK,
+            total_timeout_s=args.timeout,
+            retries=1,
+            respect_robots_txt=True,
+        ),
         output=OutputConfig(samples_per_shard=args.samples_per_shard, overwrite=True),
     )
     with DemoWebServer(site) as server:
@@ -93,15 +98,20 @@ def run_demo(args: argparse.Namespace) -> int:
         )
 
     from lait.cli import format_funnel
+    from lait.report import write_report
 
+    reports = {}
     for name, stats in (("web", web), ("cc_sbu", cc_sbu)):
         print(f"\n{name}/\n{format_funnel(stats)}")
+        reports[name] = write_report(str(out / name)).html
     print(f"\ndone in {time.monotonic() - started:.0f} s. Output in {out}/:")
     print(f"  web/        stage-1 dataset: {web['accepted']} samples in {web['shards']} shards")
     print(
         f"  cc_sbu/     stage-2 dataset: {cc_sbu['accepted']} samples in {cc_sbu['shards']} shards"
     )
     print("  lists/      the demo web's CC and SBU lists, as downloaded")
+    for name, html in reports.items():
+        print(f"  quality report of {name}/: {Path(html).resolve().as_uri()}")
     print("  ground_truth.jsonl   the injected noise, for measuring each stage")
     return 0
 

@@ -41,6 +41,14 @@ class _DemoHTTPServer(ThreadingHTTPServer):
         self.demo = demo
         super().__init__(address, _DemoRequestHandler)
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A crawler that gives up on a slow response resets its connection; that is the
+        # client's business, not a server error worth a traceback.
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionResetError | BrokenPipeError | TimeoutError):
+            return
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
+
     def server_bind(self) -> None:
         # HTTPServer.server_bind would resolve the host's FQDN (a DNS lookup); the demo web
         # knows its name and must not touch anything beyond loopback.
