@@ -38,7 +38,7 @@ def site_of(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc.lower()}"
 
 
-class FetchPage(beam.DoFn):  # type: ignore[misc]
+class FetchPage(beam.DoFn):
     """(site, url) in; a `CrawledPage` out, or nothing (counted) if the page fails."""
 
     def __init__(self, fetch: FetchConfig, source: str) -> None:
@@ -81,7 +81,7 @@ def _new_urls(element: tuple[str, dict[str, Iterable[object]]]) -> Iterator[tupl
             yield sites[0], url
 
 
-class CrawlPages(beam.PTransform):  # type: ignore[misc]
+class CrawlPages(beam.PTransform):
     """Page URLs in; candidate records (some already rejected by extraction) out."""
 
     def __init__(self, fetch: FetchConfig, depth: int, source: str = "web") -> None:

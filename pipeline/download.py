@@ -30,7 +30,7 @@ def download_one(fetcher: Fetcher, processor: ImageProcessor, record: Record) ->
     return processor.process(fetched)
 
 
-class DownloadImages(beam.DoFn):  # type: ignore[misc]
+class DownloadImages(beam.DoFn):
     """Batches of candidates in, settled records out (accepted with pixels, or rejected)."""
 
     def __init__(
@@ -64,7 +64,7 @@ class DownloadImages(beam.DoFn):  # type: ignore[misc]
         self.fetcher.close()
 
 
-class Download(beam.PTransform):  # type: ignore[misc]
+class Download(beam.PTransform):
     """Spread live candidates over workers, batch them, and download them."""
 
     def __init__(

@@ -6,6 +6,7 @@ One graph for every runner: DirectRunner here, DataflowRunner at scale.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import apache_beam as beam
 
@@ -35,11 +36,15 @@ def keep_first_of_key(element: tuple[str, Iterable[Record]]) -> Iterator[Record]
         )
 
 
-def _live_or_settled(record: Record, _: int) -> int:
-    return 0 if record.status is Status.CANDIDATE else 1
+class _LiveOrSettled(beam.PartitionFn):
+    """Candidates still in play → 0; records already settled (rejected) → 1."""
+
+    def partition_for(self, element: Any, num_partitions: int, *args: Any, **kwargs: Any) -> int:
+        record: Record = element
+        return 0 if record.status is Status.CANDIDATE else 1
 
 
-class Candidates(beam.PTransform):  # type: ignore[misc]
+class Candidates(beam.PTransform):
     """Every source in the config, as one PCollection of candidate records."""
 
     def __init__(self, config: PipelineConfig) -> None:
@@ -69,7 +74,7 @@ class Candidates(beam.PTransform):  # type: ignore[misc]
         return parts | "AllCandidates" >> beam.Flatten()
 
 
-class BuildDataset(beam.PTransform):  # type: ignore[misc]
+class BuildDataset(beam.PTransform):
     """The whole job from a pipeline root; returns the written files' row counts."""
 
     def __init__(self, config: PipelineConfig, progress_folder: str | None = None) -> None:
@@ -80,13 +85,13 @@ class BuildDataset(beam.PTransform):  # type: ignore[misc]
     def expand(self, pipeline: beam.Pipeline) -> beam.PCollection:
         config = self.config
         candidates = pipeline | "Candidates" >> Candidates(config)
-        live, settled_early = candidates | "LiveOrSettled" >> beam.Partition(_live_or_settled, 2)
+        live, settled_early = candidates | "LiveOrSettled" >> beam.Partition(_LiveOrSettled(), 2)
         unique, duplicates = (
             live
             | "ByKey" >> beam.Map(lambda r: (r.key, r))
             | "GroupKeys" >> beam.GroupByKey()
             | "FirstOfKey" >> beam.FlatMap(keep_first_of_key)
-            | "SplitDuplicates" >> beam.Partition(_live_or_settled, 2)
+            | "SplitDuplicates" >> beam.Partition(_LiveOrSettled(), 2)
         )
         downloaded = unique | "Download" >> Download(
             config.fetch, config.image, config.fetch_threads, self.progress_folder

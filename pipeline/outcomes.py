@@ -16,7 +16,7 @@ from lait.record import Record, Status
 NAMESPACE = "lait"
 
 
-class CountOutcome(beam.DoFn):  # type: ignore[misc]
+class CountOutcome(beam.DoFn):
     """Count each settled record by outcome (pass-through)."""
 
     def process(self, record: Record) -> Iterator[Record]:

@@ -44,7 +44,7 @@ def read_list(source: ListSource) -> Iterator[Record]:
         )
 
 
-class ReadLists(beam.PTransform):  # type: ignore[misc]
+class ReadLists(beam.PTransform):
     """url+caption lists in the config → candidate records."""
 
     def __init__(self, lists: tuple[ListSource, ...]) -> None:
@@ -66,7 +66,7 @@ def _warc_pages(path: str) -> Iterator[tuple[str, bytes, str | None]]:
             yield page
 
 
-class ReadWarcPages(beam.PTransform):  # type: ignore[misc]
+class ReadWarcPages(beam.PTransform):
     """WARC files → the candidates of their HTML responses."""
 
     def __init__(self, paths: tuple[str, ...], source: str = "warc") -> None:
@@ -95,7 +95,7 @@ def _wat_candidates(path: str, source: str) -> Iterator[Record]:
         yield from iter_wat_candidates(stream, source)
 
 
-class ReadWatCandidates(beam.PTransform):  # type: ignore[misc]
+class ReadWatCandidates(beam.PTransform):
     """WAT files (Common Crawl's link metadata) → candidates from their IMG links."""
 
     def __init__(self, paths: tuple[str, ...], source: str = "wat") -> None:

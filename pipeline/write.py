@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import apache_beam as beam
 
@@ -28,7 +29,7 @@ def _num_groups(count: int, per_group: int) -> int:
     return max(1, math.ceil(count / per_group))
 
 
-class _WriteGroups(beam.PTransform):  # type: ignore[misc]
+class _WriteGroups(beam.PTransform):
     """Group records into `ceil(n / per_group)` hash groups and commit each group."""
 
     def __init__(self, folder: str, per_group: int, accepted: bool) -> None:
@@ -58,15 +59,19 @@ class _WriteGroups(beam.PTransform):  # type: ignore[misc]
         )
 
 
-def _settled_partition(record: Record, _: int) -> int:
-    if record.status is Status.ACCEPTED:
-        return 0
-    if record.status is Status.REJECTED:
-        return 1
-    raise ValueError(f"record {record.key} reached the writer unsettled ({record.status})")
+class _BySettlement(beam.PartitionFn):
+    """Accepted → 0, rejected → 1; an unsettled record here is a bug in the graph."""
+
+    def partition_for(self, element: Any, num_partitions: int, *args: Any, **kwargs: Any) -> int:
+        record: Record = element
+        if record.status is Status.ACCEPTED:
+            return 0
+        if record.status is Status.REJECTED:
+            return 1
+        raise ValueError(f"record {record.key} reached the writer unsettled ({record.status})")
 
 
-class WriteDataset(beam.PTransform):  # type: ignore[misc]
+class WriteDataset(beam.PTransform):
     """Commit settled records as shards (accepted) and rejects-ledger parts (rejected).
 
     Returns the PCollection of per-file row counts. Call `lait.dataset.finalize` after the
@@ -80,7 +85,7 @@ class WriteDataset(beam.PTransform):  # type: ignore[misc]
         self.rejects_per_part = rejects_per_part
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
-        accepted, rejected = records | "Split" >> beam.Partition(_settled_partition, 2)
+        accepted, rejected = records | "Split" >> beam.Partition(_BySettlement(), 2)
         shards = accepted | "Shards" >> _WriteGroups(self.folder, self.samples_per_shard, True)
         parts = rejected | "Rejects" >> _WriteGroups(self.folder, self.rejects_per_part, False)
         return (shards, parts) | "Written" >> beam.Flatten()

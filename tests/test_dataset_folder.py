@@ -127,7 +127,10 @@ def test_bad_records_are_refused_with_clear_errors(tmp_path: Path, make_accepted
     with pytest.raises(DatasetWriteError, match="format"):
         write_shard(str(tmp_path), 0, [replace(record, image_format="gif")])
     assert not list(tmp_path.glob("*.tar"))
-    with DatasetWriter(tmp_path / "w") as writer, pytest.raises(DatasetWriteError, match="accepted twice"):
+    with (
+        DatasetWriter(tmp_path / "w") as writer,
+        pytest.raises(DatasetWriteError, match="accepted twice"),
+    ):
         writer.write(record)
         writer.write(record)
 

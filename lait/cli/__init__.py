@@ -260,7 +260,7 @@ def _run_job(args: argparse.Namespace, sources: dict[str, object], job: str) -> 
         config,
         args.beam_args,
         show_progress=not args.no_progress,
-        job=job,  # type: ignore[arg-type]
+        job=job,
     )
     print(format_funnel(stats))
     print(f"dataset: {config.output.folder}")

@@ -1,0 +1,201 @@
+"""The crawl and download jobs on real Beam against the demo web, checked by its ground truth."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import webdataset as wds
+
+from lait.cli import main
+from lait.dataset import DatasetFolder, check_stats
+from lait.demo_web import DemoSite, DemoWebServer, NoiseKind, build_site
+from pipeline.config import ListSource, OutputConfig, PipelineConfig, SourcesConfig
+from pipeline.fetch import FetchConfig
+from pipeline.run import run_pipeline
+
+IN_PROCESS = ["--direct_running_mode=in_memory"]
+
+# What each noise kind the crawl stage targets must end as.
+EXPECTED_REASON = {
+    NoiseKind.NOT_FOUND: "http_not_found",
+    NoiseKind.TRUNCATED_IMAGE: "truncated_image",
+    NoiseKind.BROKEN_IMAGE: "undecodable_image",
+    NoiseKind.TOO_SMALL: "too_small",
+    NoiseKind.WRONG_CONTENT_TYPE: "wrong_content_type",
+    NoiseKind.HTML_AS_IMAGE: "wrong_content_type",
+    NoiseKind.X_ROBOTS_NOAI: "x_robots_tag_opt_out",
+    NoiseKind.X_ROBOTS_NOIMAGEAI: "x_robots_tag_opt_out",
+    NoiseKind.REDIRECT_LOOP: "redirect_loop",
+    NoiseKind.SLOW_RESPONSE: "timeout",
+    NoiseKind.ROBOTS_DISALLOWED: "robots_txt_disallowed",
+    NoiseKind.DATA_URI: "data_uri",
+    NoiseKind.TRACKING_PIXEL: "tracking_pixel",
+    NoiseKind.ICON: "icon",
+}
+
+
+@pytest.fixture(scope="module")
+def site() -> DemoSite:
+    return build_site(seed=3, n_images=160, slow_delay_s=1.5)
+
+
+@pytest.fixture(scope="module")
+def server(site: DemoSite) -> Iterator[DemoWebServer]:
+    with DemoWebServer(site) as running:
+        yield running
+
+
+def _config(folder: Path, sources: SourcesConfig) -> PipelineConfig:
+    return PipelineConfig(
+        sources=sources,
+        fetch=FetchConfig(
+            allowed_networks=("127.0.0.1/32",),
+            total_timeout_s=0.8,
+            retries=0,
+            respect_robots_txt=True,
+        ),
+        output=OutputConfig(folder=str(folder), samples_per_shard=40),
+    )
+
+
+@pytest.fixture(scope="module")
+def crawled(tmp_path_factory: pytest.TempPathFactory, server: DemoWebServer) -> DatasetFolder:
+    folder = tmp_path_factory.mktemp("crawl") / "web"
+    sources = SourcesConfig(pages=(server.index_url,), depth=1)
+    run_pipeline(_config(folder, sources), IN_PROCESS, show_progress=False)
+    return DatasetFolder(folder)
+
+
+def _outcomes(folder: DatasetFolder) -> dict[tuple[str, str], str]:
+    """(url, caption) → 'accepted' or the reject reason."""
+    outcomes = {}
+    for row in folder.metadata(["url", "caption"]).to_pylist():
+        outcomes[(row["url"], row["caption"])] = "accepted"
+    for row in folder.rejects(["url", "caption", "reject_reason"]).to_pylist():
+        outcomes.setdefault((row["url"], row["caption"]), row["reject_reason"])
+    return outcomes
+
+
+def test_crawl_counts_add_up_and_shards_read_back(crawled: DatasetFolder) -> None:
+    stats = crawled.stats()
+    check_stats(stats)
+    assert stats["accepted"] > 50 and stats["rejected"] > 20
+    assert stats["run"]["pages"]["fetched"] >= 10
+    keys = {
+        sample["__key__"]
+        for sample in wds.WebDataset(crawled.webdataset_urls(), shardshuffle=False)
+    }
+    assert len(keys) == stats["accepted"]
+    widths = crawled.metadata(["width", "height", "original_width"]).to_pydict()
+    assert min(widths["original_width"]) >= 300
+
+
+def test_every_crawl_noise_kind_gets_its_reason(
+    crawled: DatasetFolder, site: DemoSite, server: DemoWebServer
+) -> None:
+    outcomes = _outcomes(crawled)
+    checked: dict[NoiseKind, int] = {}
+    clean_accepted = clean_total = 0
+    for ref in site.ground_truth.references:
+        if ref.source != "page":
+            continue
+        url = ref.url if ref.url.startswith(("http", "data:")) else server.url(ref.url)
+        if url.startswith("data:"):
+            matches = [
+                o for (u, c), o in outcomes.items() if u.startswith("data:") and c == ref.caption
+            ]
+            outcome = matches[0] if matches else None
+        else:
+            outcome = outcomes.get((url, ref.caption))
+        assert outcome is not None, f"ground-truth reference {ref.ref_id} ({url}) was lost"
+        targeted = [kind for kind in ref.noise if kind in EXPECTED_REASON]
+        for kind in targeted:
+            assert outcome == EXPECTED_REASON[kind], (kind, url, outcome)
+            checked[kind] = checked.get(kind, 0) + 1
+        if ref.noise == frozenset({NoiseKind.CLEAN}):
+            clean_total += 1
+            clean_accepted += outcome == "accepted"
+    assert set(checked) == set(EXPECTED_REASON), set(EXPECTED_REASON) - set(checked)
+    assert clean_accepted == clean_total  # nothing clean is lost on the way
+
+
+def test_download_lists_is_deterministic(
+    tmp_path: Path, site: DemoSite, server: DemoWebServer
+) -> None:
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    for path in (site.cc_list_path, site.sbu_urls_path, site.sbu_captions_path):
+        (lists / Path(path).name).write_bytes(site.body(path, server.base_url))
+    sources = SourcesConfig(
+        lists=(
+            ListSource(path=str(lists / "cc.tsv"), format="cc"),
+            ListSource(
+                path=str(lists / "sbu_urls.txt"),
+                captions_path=str(lists / "sbu_captions.txt"),
+                format="sbu",
+            ),
+        )
+    )
+    first = _config(tmp_path / "a", sources)
+    stats = run_pipeline(first, IN_PROCESS, show_progress=False)
+    check_stats(stats)
+    list_refs = [r for r in site.ground_truth.references if r.source in ("cc", "sbu")]
+    assert stats["candidates"] == len(list_refs)
+    assert stats["by_source"]["cc"]["candidates"] == sum(r.source == "cc" for r in list_refs)
+    not_found = sum(NoiseKind.NOT_FOUND in r.noise for r in list_refs)
+    assert stats["reasons"].get("http_not_found") == not_found
+
+    second = dataclasses.replace(
+        first, output=dataclasses.replace(first.output, folder=str(tmp_path / "b"))
+    )
+    run_pipeline(second, IN_PROCESS, show_progress=False)
+    names = sorted(p.name for p in (tmp_path / "a").glob("*.tar"))
+    assert names and names == sorted(p.name for p in (tmp_path / "b").glob("*.tar"))
+    for name in names:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_cli_download_on_multiprocess_direct_runner(
+    tmp_path: Path, site: DemoSite, server: DemoWebServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cc = tmp_path / "cc.tsv"
+    cc.write_bytes(site.body(site.cc_list_path, server.base_url))
+    code = main(
+        [
+            "download",
+            "--cc",
+            str(cc),
+            "--out",
+            str(tmp_path / "out"),
+            "--allow-network",
+            "127.0.0.1/32",
+            "--no-progress",
+            "--set",
+            "fetch.retries=0",
+            "--direct_num_workers=2",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "accepted" in printed and str(tmp_path / "out") in printed
+    assert main(["info", str(tmp_path / "out")]) == 0
+    # A second run into the same folder is refused unless asked to overwrite.
+    assert main(["download", "--cc", str(cc), "--out", str(tmp_path / "out")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_fetcher_refuses_private_addresses_by_default(
+    tmp_path: Path, server: DemoWebServer
+) -> None:
+    # Without --allow-network the loopback demo web is refused before any connection.
+    config = dataclasses.replace(
+        _config(tmp_path / "ds", SourcesConfig(pages=(server.index_url,))),
+        fetch=FetchConfig(retries=0),
+    )
+    before = server.requests_served
+    stats = run_pipeline(config, IN_PROCESS, show_progress=False)
+    assert stats["candidates"] == 0 and stats["run"]["pages"] == {"blocked_address": 1}
+    assert server.requests_served == before
