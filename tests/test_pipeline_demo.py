@@ -199,3 +199,68 @@ def test_fetcher_refuses_private_addresses_by_default(
     stats = run_pipeline(config, IN_PROCESS, show_progress=False)
     assert stats["candidates"] == 0 and stats["run"]["pages"] == {"blocked_address": 1}
     assert server.requests_served == before
+
+
+def test_killed_job_rerun_loses_and_duplicates_nothing(
+    tmp_path: Path, site: DemoSite, server: DemoWebServer
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cc = tmp_path / "cc.tsv"
+    cc.write_bytes(site.body(site.cc_list_path, server.base_url))
+
+    def command(out: Path, *extra: str) -> list[str]:
+        args = [
+            "download",
+            "--cc",
+            str(cc),
+            "--out",
+            str(out),
+            "--allow-network",
+            "127.0.0.1/32",
+            "--no-progress",
+            "--set",
+            "fetch.retries=0",
+            "--set",
+            "output.samples_per_shard=5",
+            "--direct_running_mode=in_memory",
+            *extra,
+        ]
+        return [
+            sys.executable,
+            "-c",
+            f"import sys; from lait.cli import main; sys.exit(main({args!r}))",
+        ]
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        command(killed),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(killed.glob("*.tar")):
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)  # the launcher and its Beam workers
+    process.wait()
+    assert list(killed.glob("*.tar")), "the job finished no shard before it was killed"
+    assert not (killed / "stats.json").exists()
+    # Whatever was committed is whole: every tar present reads back completely.
+    partial = DatasetFolder(killed)
+    assert all(sample.image for sample in partial.iter_samples())
+
+    assert subprocess.run(command(killed, "--overwrite"), capture_output=True).returncode == 0
+    clean = tmp_path / "clean"
+    assert subprocess.run(command(clean), capture_output=True).returncode == 0
+    names = sorted(p.name for p in clean.iterdir() if p.suffix in (".tar", ".parquet"))
+    assert names == sorted(p.name for p in killed.iterdir() if p.suffix in (".tar", ".parquet"))
+    for name in names:
+        assert (clean / name).read_bytes() == (killed / name).read_bytes(), name
+    rerun, fresh = DatasetFolder(killed).stats(), DatasetFolder(clean).stats()
+    assert (rerun["accepted"], rerun["rejected"]) == (fresh["accepted"], fresh["rejected"])
+    assert rerun["candidates"] == sum(1 for line in cc.read_text().splitlines() if line.strip())

@@ -1,0 +1,208 @@
+"""Download + resize throughput: the LAIT pipeline vs img2dataset's `download()`.
+
+Both fetch the same URL list from the same loopback image server, with the same number of
+processes and threads per process, resize to the same size and mode, and write WebDataset
+shards. Reported: images written per second of wall time, each side's best of `--repeat`.
+
+    .venv/bin/python bench/download.py [--images 2000] [--processes 2] [--threads 16]
+
+The last line is one JSON object: {"ratio": ours/peer, "ours_per_s": ..., "peer_per_s": ...}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import numpy as np
+from PIL import Image
+
+DISTINCT_IMAGES = 200  # served under many URLs each; decoding cost is per request anyway
+
+
+def _images(count: int, seed: int = 0) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(count):
+        width, height = int(rng.integers(480, 800)), int(rng.integers(360, 600))
+        base = rng.integers(0, 255, (height // 8, width // 8, 3), dtype=np.uint8)
+        image = Image.fromarray(base).resize((width, height), Image.Resampling.BILINEAR)
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=90)
+        out.append(buffer.getvalue())
+        del i
+    return out
+
+
+class _ImageServer:
+    """Serves /img/N.jpg (N any integer) from a few distinct JPEGs, on 127.0.0.1."""
+
+    def __init__(self, images: list[bytes]) -> None:
+        bodies = images
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                try:
+                    number = int(self.path.rsplit("/", 1)[-1].split(".")[0])
+                except ValueError:
+                    self.send_error(404)
+                    return
+                body = bodies[number % len(bodies)]
+                self.send_response(200)
+                self.send_header("Content-Type", "image/jpeg")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 256
+
+            def handle_error(self, request: object, client_address: object) -> None:
+                return
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _write_lists(folder: Path, port: int, count: int) -> tuple[Path, Path]:
+    urls = [
+        (f"http://127.0.0.1:{port}/img/{i}.jpg", f"a test image number {i}") for i in range(count)
+    ]
+    tsv = folder / "cc.tsv"
+    tsv.write_text("".join(f"{caption}\t{url}\n" for url, caption in urls))
+    table = folder / "urls.csv"
+    with table.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["url", "caption"])
+        writer.writerows(urls)
+    return tsv, table
+
+
+def run_ours(tsv: Path, out: Path, processes: int, threads: int, size: int) -> int:
+    from pipeline.config import ImageConfig, ListSource, OutputConfig, PipelineConfig, SourcesConfig
+    from pipeline.fetch import FetchConfig
+    from pipeline.run import run_pipeline
+
+    config = PipelineConfig(
+        sources=SourcesConfig(lists=(ListSource(path=str(tsv), format="cc"),)),
+        fetch=FetchConfig(allowed_networks=("127.0.0.1/32",), per_domain_concurrency=threads),
+        image=ImageConfig(image_size=size, resize_mode="keep_ratio", min_side=0),
+        output=OutputConfig(folder=str(out), samples_per_shard=1000, overwrite=True),
+        fetch_threads=threads,
+    )
+    stats = run_pipeline(
+        config,
+        [f"--direct_num_workers={processes}", "--direct_running_mode=multi_processing"],
+        show_progress=False,
+    )
+    accepted: int = stats["accepted"]
+    return accepted
+
+
+def run_img2dataset(table: Path, out: Path, processes: int, threads: int, size: int) -> int:
+    from img2dataset import download
+
+    download(
+        url_list=str(table),
+        input_format="csv",
+        url_col="url",
+        caption_col="caption",
+        output_folder=str(out),
+        output_format="webdataset",
+        processes_count=processes,
+        thread_count=threads,
+        image_size=size,
+        resize_mode="keep_ratio",
+        resize_only_if_bigger=True,
+        number_sample_per_shard=1000,
+        disallowed_header_directives=["noai", "noimageai", "noindex", "noimageindex"],
+        timeout=15,
+        retries=0,
+        enable_wandb=False,
+    )
+    written = 0
+    for stats_file in out.glob("*_stats.json"):
+        written += json.loads(stats_file.read_text())["successes"]
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--size", type=int, default=384)
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args()
+
+    server = _ImageServer(_images(DISTINCT_IMAGES))
+    work = Path(tempfile.mkdtemp(prefix="lait-bench-download-"))
+    try:
+        tsv, table = _write_lists(work, server.port, args.images)
+        results: dict[str, list[float]] = {"ours": [], "img2dataset": []}
+        for attempt in range(args.repeat):
+            for name, runner, source in (
+                ("img2dataset", run_img2dataset, table),
+                ("ours", run_ours, tsv),
+            ):
+                out = work / f"{name}-{attempt}"
+                started = time.perf_counter()
+                written = runner(source, out, args.processes, args.threads, args.size)
+                seconds = time.perf_counter() - started
+                if written != args.images:
+                    raise SystemExit(f"{name} wrote {written} of {args.images} images")
+                results[name].append(written / seconds)
+                print(
+                    f"{name:12s} run {attempt}: {written} images in {seconds:.1f} s "
+                    f"= {written / seconds:.0f} images/s",
+                    flush=True,
+                )
+                shutil.rmtree(out, ignore_errors=True)
+    finally:
+        server.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+    ours, peer = max(results["ours"]), max(results["img2dataset"])
+    print(
+        f"LAIT pipeline {ours:.0f} images/s vs img2dataset {peer:.0f} images/s: "
+        f"ratio {ours / peer:.2f} (goal >= 1.2)"
+    )
+    print(
+        json.dumps(
+            {
+                "ratio": round(ours / peer, 3),
+                "ours_per_s": round(ours, 1),
+                "peer_per_s": round(peer, 1),
+                "images": args.images,
+                "processes": args.processes,
+                "threads": args.threads,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
