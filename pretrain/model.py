@@ -1,0 +1,443 @@
+"""The ImageBERT model: one transformer over `[CLS] text [SEP] regions`, and its pre-training heads.
+
+Read top to bottom: embeddings (text and regions), a post-LN BERT encoder built on
+`scaled_dot_product_attention`, `ImageBertModel` (the encoder users fine-tune), then the heads
+and `ImageBertForPreTraining`, whose `forward` returns the weighted sum of the objectives'
+losses. The text side has BERT's shapes, so `init_text_from_bert` can copy a BERT checkpoint in.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.utils import ModelOutput
+
+from pretrain.config import ImageBertConfig
+from pretrain.objectives import itc, itm, mlm, moc, mrfr
+
+TEXT_SEGMENT, REGION_SEGMENT = 0, 1
+
+
+class ImageBertEmbeddings(nn.Module):
+    """Text: word + position + segment 0. Region: linear(feature) + linear(box) + segment 1."""
+
+    def __init__(self, config: ImageBertConfig) -> None:
+        super().__init__()
+        self.word_embeddings = nn.Embedding(
+            config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id
+        )
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.text_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.region_feature = nn.Linear(config.region_feature_dim, config.hidden_size)
+        self.region_box = nn.Linear(5, config.hidden_size)
+        self.region_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def embed_text(self, input_ids: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        x = (
+            self.word_embeddings(input_ids)
+            + self.position_embeddings(positions)[None]
+            + self.token_type_embeddings.weight[TEXT_SEGMENT]
+        )
+        return self.dropout(self.text_norm(x))
+
+    def embed_regions(self, features: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        # Regions carry no sequence position: where a region is comes from its box.
+        x = (
+            self.region_feature(features)
+            + self.region_box(boxes)
+            + self.token_type_embeddings.weight[REGION_SEGMENT]
+        )
+        return self.dropout(self.region_norm(x))
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, config: ImageBertConfig) -> None:
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
+        self.out = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout_p = config.attention_probs_dropout_prob
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        n, s, h = x.shape
+        q, k, v = (
+            self.qkv(x).view(n, s, 3, self.num_heads, h // self.num_heads).permute(2, 0, 3, 1, 4)
+        )
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=key_mask, dropout_p=self.dropout_p if self.training else 0.0
+        )
+        return self.out(y.transpose(1, 2).reshape(n, s, h))
+
+
+class Layer(nn.Module):
+    """A post-LN BERT layer (as BERT checkpoints expect)."""
+
+    def __init__(self, config: ImageBertConfig) -> None:
+        super().__init__()
+        self.attention = SelfAttention(config)
+        self.attention_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.intermediate = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.act = ACT2FN[config.hidden_act]
+        self.output = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.output_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        x = self.attention_norm(x + self.dropout(self.attention(x, key_mask)))
+        return self.output_norm(x + self.dropout(self.output(self.act(self.intermediate(x)))))
+
+
+@dataclass
+class ImageBertOutput(ModelOutput):
+    """The encoder's states; `pooler_output` is tanh(dense([CLS]))."""
+
+    last_hidden_state: torch.Tensor | None = None
+    pooler_output: torch.Tensor | None = None
+
+
+class ImageBertPreTrainedModel(PreTrainedModel):
+    config_class = ImageBertConfig
+    base_model_prefix = "imagebert"
+    supports_gradient_checkpointing = False
+    _supports_sdpa = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=std)
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, ContrastiveHead):
+            nn.init.constant_(module.logit_scale, math.log(1 / 0.07))
+
+
+class ImageBertModel(ImageBertPreTrainedModel):
+    """The single-stream encoder. Either side may be left out (text-only or regions-only)."""
+
+    def __init__(self, config: ImageBertConfig) -> None:
+        super().__init__(config)
+        self.embeddings = ImageBertEmbeddings(config)
+        self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
+        self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        assert isinstance(value, nn.Embedding)
+        self.embeddings.word_embeddings = value
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        region_features: torch.Tensor | None = None,
+        region_boxes: torch.Tensor | None = None,
+        region_mask: torch.Tensor | None = None,
+    ) -> ImageBertOutput:
+        """Encode `[CLS] text [SEP]` (input_ids, N x L) followed by regions (N x R x F).
+
+        Masks are 1/True for real tokens and regions. For a regions-only pass give
+        input_ids = [[CLS]] per row.
+        """
+        parts = [self.embeddings.embed_text(input_ids)]
+        masks = [
+            torch.ones_like(input_ids, dtype=torch.bool)
+            if attention_mask is None
+            else attention_mask.bool()
+        ]
+        if region_features is not None:
+            assert region_boxes is not None, "region_boxes are required with region_features"
+            parts.append(self.embeddings.embed_regions(region_features, region_boxes))
+            masks.append(
+                torch.ones(region_features.shape[:2], dtype=torch.bool, device=input_ids.device)
+                if region_mask is None
+                else region_mask.bool()
+            )
+        x = torch.cat(parts, dim=1)
+        key_mask = torch.cat(masks, dim=1)[:, None, None, :]  # broadcast over heads and queries
+        for layer in self.layers:
+            x = layer(x, key_mask)
+        return ImageBertOutput(last_hidden_state=x, pooler_output=torch.tanh(self.pooler(x[:, 0])))
+
+
+class PredictionHead(nn.Module):
+    """dense + act + LayerNorm, then a linear decoder (BERT's prediction head)."""
+
+    def __init__(self, config: ImageBertConfig, out_features: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act = ACT2FN[config.hidden_act]
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.decoder = nn.Linear(config.hidden_size, out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.norm(self.act(self.dense(x))))
+
+
+class ContrastiveHead(nn.Module):
+    """Projects a unimodal pass's [CLS] into the shared space for ITC and the retrieval pre-pass."""
+
+    def __init__(self, config: ImageBertConfig) -> None:
+        super().__init__()
+        self.text = nn.Linear(config.hidden_size, config.contrastive_dim)
+        self.image = nn.Linear(config.hidden_size, config.contrastive_dim)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+
+@dataclass
+class ImageBertPreTrainingOutput:
+    """`loss` is the weighted sum of `losses`; `metrics` are per-objective accuracies."""
+
+    loss: torch.Tensor | None = None
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+    itm_logits: torch.Tensor | None = None
+    mlm_logits: torch.Tensor | None = None
+    moc_logits: torch.Tensor | None = None
+
+
+class ImageBertForPreTraining(ImageBertPreTrainedModel):
+    """ImageBERT with the MLM, MOC, MRFR, ITM and ITC heads."""
+
+    _tied_weights_keys = {"mlm_head.decoder.weight": "imagebert.embeddings.word_embeddings.weight"}
+
+    def __init__(self, config: ImageBertConfig) -> None:
+        super().__init__(config)
+        self.imagebert = ImageBertModel(config)
+        self.mlm_head = PredictionHead(config, config.vocab_size)
+        self.moc_head = PredictionHead(config, config.num_region_classes)
+        self.mrfr_head = PredictionHead(config, config.region_feature_dim)
+        self.itm_head = nn.Linear(config.hidden_size, 2)
+        self.contrastive = ContrastiveHead(config)
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.mlm_head.decoder
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        assert isinstance(value, nn.Linear)
+        self.mlm_head.decoder = value
+
+    def itm_scores(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        region_features: torch.Tensor,
+        region_boxes: torch.Tensor,
+        region_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """log P(match) of each (text, regions) row: the score used to rerank retrieval."""
+        out = self.imagebert(input_ids, attention_mask, region_features, region_boxes, region_mask)
+        assert out.pooler_output is not None
+        return F.log_softmax(self.itm_head(out.pooler_output).float(), dim=-1)[:, 1]
+
+    def embed_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Unit-norm text embedding from a text-only pass (ITC space)."""
+        cls = self.imagebert(input_ids, attention_mask).last_hidden_state[:, 0]  # type: ignore[index]
+        return F.normalize(self.contrastive.text(cls).float(), dim=-1)
+
+    def embed_image(
+        self, region_features: torch.Tensor, region_boxes: torch.Tensor, region_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Unit-norm image embedding from a regions-only pass ([CLS] regions)."""
+        n = region_features.shape[0]
+        cls = torch.full(
+            (n, 1), self.config.cls_token_id, dtype=torch.long, device=region_features.device
+        )
+        out = self.imagebert(cls, None, region_features, region_boxes, region_mask)
+        return F.normalize(self.contrastive.image(out.last_hidden_state[:, 0]).float(), dim=-1)  # type: ignore[index]
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        region_features: torch.Tensor,
+        region_boxes: torch.Tensor,
+        region_mask: torch.Tensor,
+        positive: torch.Tensor | None = None,
+        mlm_labels: torch.Tensor | None = None,
+        masked_regions: torch.Tensor | None = None,
+        region_labels: torch.Tensor | None = None,
+        region_probs: torch.Tensor | None = None,
+        region_targets: torch.Tensor | None = None,
+        itm_labels: torch.Tensor | None = None,
+        itc_input_ids: torch.Tensor | None = None,
+        itc_attention_mask: torch.Tensor | None = None,
+        itc_region_features: torch.Tensor | None = None,
+        itc_region_boxes: torch.Tensor | None = None,
+        itc_region_mask: torch.Tensor | None = None,
+        objective_weights: dict[str, float] | None = None,
+        moc_variant: str = "ce",
+    ) -> ImageBertPreTrainingOutput:
+        """Every objective whose labels are given and whose weight is not 0.
+
+        Rows are (text, regions) pairs; `positive` marks matched pairs, and the masked losses
+        (MLM, MOC, MRFR) only count on those. ITC runs two extra unimodal passes.
+        """
+        weights = {"mlm": 1.0, "moc": 1.0, "mrfr": 1.0, "itm": 1.0, "itc": 0.0}
+        weights.update(objective_weights or {})
+        out = self.imagebert(input_ids, attention_mask, region_features, region_boxes, region_mask)
+        hidden = out.last_hidden_state
+        assert hidden is not None and out.pooler_output is not None
+        text_len = input_ids.shape[1]
+        text_h, region_h = hidden[:, :text_len], hidden[:, text_len:]
+        if positive is None:
+            positive = torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+        result = ImageBertPreTrainingOutput()
+        if mlm_labels is not None and weights["mlm"]:
+            labels = mlm_labels.masked_fill(~positive[:, None], mlm.IGNORE)
+            picked = labels != mlm.IGNORE
+            logits = self.mlm_head(text_h[picked])
+            result.mlm_logits = logits
+            result.losses["mlm"], result.metrics["mlm_acc"] = mlm.loss(logits, labels[picked])
+        if masked_regions is not None:
+            picked = masked_regions & positive[:, None]
+            if weights["moc"] and (region_labels is not None or region_probs is not None):
+                logits = self.moc_head(region_h[picked])
+                result.moc_logits = logits
+                result.losses["moc"], result.metrics["moc_acc"] = moc.loss(
+                    logits,
+                    None if region_labels is None else region_labels[picked],
+                    None if region_probs is None else region_probs[picked],
+                    variant=moc_variant,
+                )
+            if weights["mrfr"] and region_targets is not None:
+                predicted = self.mrfr_head(region_h[picked])
+                result.losses["mrfr"] = mrfr.loss(predicted, region_targets[picked])
+        if itm_labels is not None and weights["itm"]:
+            logits = self.itm_head(out.pooler_output)
+            result.itm_logits = logits
+            result.losses["itm"], result.metrics["itm_acc"] = itm.loss(logits, itm_labels)
+        if itc_input_ids is not None and itc_region_features is not None and weights["itc"]:
+            assert itc_region_boxes is not None and itc_region_mask is not None
+            text = self.embed_text(itc_input_ids, itc_attention_mask)  # type: ignore[arg-type]
+            image = self.embed_image(itc_region_features, itc_region_boxes, itc_region_mask)
+            scale = self.contrastive.logit_scale.clamp(max=math.log(100)).exp()
+            result.losses["itc"], result.metrics["itc_acc"] = itc.loss(image, text, scale)
+
+        total = sum(weights[name] * value for name, value in result.losses.items())
+        result.loss = total if isinstance(total, torch.Tensor) else None
+        return result
+
+
+def init_text_from_bert(model: ImageBertForPreTraining, bert_name_or_path: str) -> list[str]:
+    """Copy a BERT checkpoint's embeddings and first layers into `model`; return copied names.
+
+    The BERT's hidden size, heads and intermediate size must match; it may have more layers
+    (the first `num_hidden_layers` are taken) or fewer (the rest stay randomly initialised).
+    """
+    source = _bert_state_dict(bert_name_or_path)
+    config = model.config
+    hidden = source["embeddings.word_embeddings.weight"].shape[1]
+    if hidden != config.hidden_size:
+        raise ValueError(
+            f"{bert_name_or_path} has hidden size {hidden} but the model has "
+            f"{config.hidden_size}; set hidden_size (and heads, intermediate_size) to match"
+        )
+    pairs: dict[str, str] = {
+        "imagebert.embeddings.word_embeddings.weight": "embeddings.word_embeddings.weight",
+        "imagebert.embeddings.position_embeddings.weight": "embeddings.position_embeddings.weight",
+        "imagebert.embeddings.token_type_embeddings.weight": (
+            "embeddings.token_type_embeddings.weight"
+        ),
+        "imagebert.embeddings.text_norm.weight": "embeddings.LayerNorm.weight",
+        "imagebert.embeddings.text_norm.bias": "embeddings.LayerNorm.bias",
+    }
+    copied = {ours: source[theirs] for ours, theirs in pairs.items()}
+    if "pooler.dense.weight" in source:
+        copied["imagebert.pooler.weight"] = source["pooler.dense.weight"]
+        copied["imagebert.pooler.bias"] = source["pooler.dense.bias"]
+    for i in range(config.num_hidden_layers):
+        p = f"encoder.layer.{i}."
+        if p + "attention.self.query.weight" not in source:
+            break
+        q = f"imagebert.layers.{i}."
+        a = p + "attention.self."
+        copied[q + "attention.qkv.weight"] = torch.cat(
+            [source[a + n + ".weight"] for n in ("query", "key", "value")]
+        )
+        copied[q + "attention.qkv.bias"] = torch.cat(
+            [source[a + n + ".bias"] for n in ("query", "key", "value")]
+        )
+        for ours, theirs in (
+            ("attention.out", "attention.output.dense"),
+            ("attention_norm", "attention.output.LayerNorm"),
+            ("intermediate", "intermediate.dense"),
+            ("output", "output.dense"),
+            ("output_norm", "output.LayerNorm"),
+        ):
+            copied[f"{q}{ours}.weight"] = source[f"{p}{theirs}.weight"]
+            copied[f"{q}{ours}.bias"] = source[f"{p}{theirs}.bias"]
+    for ours, theirs in (
+        ("mlm_head.dense", "cls.predictions.transform.dense"),
+        ("mlm_head.norm", "cls.predictions.transform.LayerNorm"),
+    ):
+        if f"{theirs}.weight" in source:
+            copied[f"{ours}.weight"] = source[f"{theirs}.weight"]
+            copied[f"{ours}.bias"] = source[f"{theirs}.bias"]
+    if "cls.predictions.bias" in source:
+        copied["mlm_head.decoder.bias"] = source["cls.predictions.bias"]
+    own = model.state_dict()
+    for name, value in copied.items():
+        if own[name].shape != value.shape:
+            raise ValueError(
+                f"{bert_name_or_path}: {name} has shape {tuple(value.shape)}, the model "
+                f"{tuple(own[name].shape)}; match the BERT's sizes in the model config"
+            )
+    model.load_state_dict(copied, strict=False)
+    model.tie_weights()
+    return sorted(copied)
+
+
+def _bert_state_dict(name_or_path: str) -> dict[str, torch.Tensor]:
+    """A BERT checkpoint's tensors with any `bert.` prefix removed (BertModel or ...ForMaskedLM).
+
+    A local folder is read directly; a name goes through transformers' cache (and the hub only
+    if the user allows it).
+    """
+    import os
+
+    from safetensors.torch import load_file
+    from transformers.utils import cached_file
+
+    names = ("model.safetensors", "pytorch_model.bin")
+    path = None
+    for name in names:
+        if os.path.isdir(name_or_path):
+            candidate = os.path.join(name_or_path, name)
+            path = candidate if os.path.exists(candidate) else None
+        else:
+            path = cached_file(name_or_path, name, _raise_exceptions_for_missing_entries=False)
+        if path:
+            break
+    if not path:
+        raise FileNotFoundError(
+            f"no model.safetensors or pytorch_model.bin for {name_or_path}; give a BERT "
+            "folder or a name available offline"
+        )
+    tensors = (
+        load_file(path)
+        if path.endswith(".safetensors")
+        else torch.load(path, map_location="cpu", weights_only=True)
+    )
+    return {k.removeprefix("bert."): v for k, v in tensors.items()}

@@ -1,0 +1,27 @@
+"""Pre-training objectives, one module each: how its inputs are corrupted and its loss.
+
+MLM (masked language modelling), MOC (masked object classification), MRFR (masked region
+feature regression), ITM (image-text matching) and ITC (image-text contrastive). A stage's
+plan gives each a weight; 0 turns it off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class ObjectiveWeights:
+    """Weights of the objectives in a stage's loss (0 = off)."""
+
+    mlm: float = 1.0
+    moc: float = 1.0
+    mrfr: float = 1.0
+    itm: float = 1.0
+    itc: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+NAMES: tuple[str, ...] = ("mlm", "moc", "mrfr", "itm", "itc")

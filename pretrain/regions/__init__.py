@@ -1,0 +1,83 @@
+"""Region features behind one interface: `clip-grid` (default) and `precomputed`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pretrain.regions.base import Regions, RegionSource, grid_boxes
+from pretrain.regions.clip_grid import ClipGridRegions
+from pretrain.regions.precomputed import PrecomputedRegions
+from pretrain.regions.vocabulary import DEFAULT_VOCABULARY
+
+
+@dataclass(frozen=True)
+class RegionsConfig:
+    """Which region source a plan uses.
+
+    clip-grid: `model` (an open_clip name, tag or local path the shared loader understands)
+    and `pretrained`; `vocabulary` for MOC labels. precomputed: `feature_dim`, `num_classes`,
+    `max_regions`, `member`, `sidecar_dir`.
+    """
+
+    type: str = "clip-grid"
+    model: str = "lait-demo-clip"
+    pretrained: str | None = None
+    vocabulary: tuple[str, ...] = DEFAULT_VOCABULARY
+    prompt: str = "a photo of a {}."
+    feature_dim: int = 2048
+    num_classes: int = 1601
+    max_regions: int = 100
+    member: str = "npz"
+    sidecar_dir: str | None = "regions"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class RegionSourceError(ValueError):
+    """A region source cannot be built from the plan's `regions` section."""
+
+
+def build_region_source(config: RegionsConfig, device: str = "cpu") -> RegionSource:
+    """The region source a plan names. clip-grid loads its model with the shared CLIP loader."""
+    if config.type == "clip-grid":
+        try:
+            from lait.models.clip import load_clip
+        except ImportError as error:
+            raise RegionSourceError(
+                "clip-grid regions need lait.models.clip (the CLIP loader shared with the "
+                "pipeline); install the full project or use `regions: {type: precomputed}`"
+            ) from error
+        clip = load_clip(config.model, config.pretrained, device=device)
+        return ClipGridRegions(
+            clip.model,
+            clip.preprocess,
+            clip.tokenizer,
+            vocabulary=config.vocabulary,
+            prompt=config.prompt,
+            name=clip.name,
+            device=device,
+        )
+    if config.type == "precomputed":
+        return PrecomputedRegions(
+            config.feature_dim,
+            config.num_classes,
+            max_regions=config.max_regions,
+            member=config.member,
+            sidecar_dir=config.sidecar_dir,
+        )
+    raise RegionSourceError(
+        f"unknown region source {config.type!r}; use 'clip-grid' or 'precomputed'"
+    )
+
+
+__all__ = [
+    "DEFAULT_VOCABULARY",
+    "ClipGridRegions",
+    "PrecomputedRegions",
+    "RegionSource",
+    "RegionSourceError",
+    "Regions",
+    "RegionsConfig",
+    "build_region_source",
+    "grid_boxes",
+]
