@@ -40,7 +40,7 @@ class ImageBertConfig(PretrainedConfig):
         tie_word_embeddings: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(pad_token_id=pad_token_id, **kwargs)
+        super().__init__(pad_token_id=pad_token_id, **kwargs)  # type: ignore[call-arg]
         self.tie_word_embeddings = tie_word_embeddings
         self.vocab_size = vocab_size
         self.cls_token_id = cls_token_id

@@ -218,7 +218,9 @@ class ImageBertPreTrainingOutput:
 class ImageBertForPreTraining(ImageBertPreTrainedModel):
     """ImageBERT with the MLM, MOC, MRFR, ITM and ITC heads."""
 
-    _tied_weights_keys = {"mlm_head.decoder.weight": "imagebert.embeddings.word_embeddings.weight"}
+    _tied_weights_keys = {  # noqa: RUF012 (transformers reads this class attribute)
+        "mlm_head.decoder.weight": "imagebert.embeddings.word_embeddings.weight"
+    }
 
     def __init__(self, config: ImageBertConfig) -> None:
         super().__init__(config)
@@ -252,7 +254,9 @@ class ImageBertForPreTraining(ImageBertPreTrainedModel):
 
     def embed_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Unit-norm text embedding from a text-only pass (ITC space)."""
-        cls = self.imagebert(input_ids, attention_mask).last_hidden_state[:, 0]  # type: ignore[index]
+        hidden = self.imagebert(input_ids, attention_mask).last_hidden_state
+        assert hidden is not None
+        cls = hidden[:, 0]
         return F.normalize(self.contrastive.text(cls).float(), dim=-1)
 
     def embed_image(
@@ -264,7 +268,8 @@ class ImageBertForPreTraining(ImageBertPreTrainedModel):
             (n, 1), self.config.cls_token_id, dtype=torch.long, device=region_features.device
         )
         out = self.imagebert(cls, None, region_features, region_boxes, region_mask)
-        return F.normalize(self.contrastive.image(out.last_hidden_state[:, 0]).float(), dim=-1)  # type: ignore[index]
+        assert out.last_hidden_state is not None
+        return F.normalize(self.contrastive.image(out.last_hidden_state[:, 0]).float(), dim=-1)
 
     def forward(
         self,

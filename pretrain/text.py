@@ -26,7 +26,7 @@ def resolve_text_model(name_or_path: str) -> str:
 def load_tokenizer(name_or_path: str = DEFAULT_TEXT_MODEL) -> Any:
     """A fast WordPiece tokenizer, loaded from a folder (never `vocab_file=`, which in
     transformers 5 silently builds a 5-token vocabulary)."""
-    from transformers import BertTokenizerFast
+    from transformers import BertTokenizerFast  # type: ignore[attr-defined]
 
     tokenizer = BertTokenizerFast.from_pretrained(resolve_text_model(name_or_path))
     if len(tokenizer) < 1000:

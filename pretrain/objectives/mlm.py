@@ -39,10 +39,10 @@ def mask_tokens(
     for row in np.flatnonzero(~chosen.any(axis=1)):
         candidates = np.flatnonzero(~special[row])
         if candidates.size:
-            col = rng.choice(candidates)
-            chosen[row, col] = True
-            if word_ids is not None and word_ids[row][col] is not None:
-                same = [i for i, w in enumerate(word_ids[row]) if w == word_ids[row][col]]
+            pick = int(rng.choice(candidates))
+            chosen[row, pick] = True
+            if word_ids is not None and word_ids[row][pick] is not None:
+                same = [i for i, w in enumerate(word_ids[row]) if w == word_ids[row][pick]]
                 chosen[row, same] = True
     labels = np.where(chosen, input_ids, IGNORE)
     action = rng.random(ids.shape)

@@ -25,6 +25,7 @@ class RegionsConfig:
     pretrained: str | None = None
     vocabulary: tuple[str, ...] = DEFAULT_VOCABULARY
     prompt: str = "a photo of a {}."
+    pool: int = 1
     feature_dim: int = 2048
     num_classes: int = 1601
     max_regions: int = 100
@@ -55,6 +56,7 @@ def build_region_source(config: RegionsConfig, device: str = "cpu") -> RegionSou
             vocabulary=config.vocabulary,
             prompt=config.prompt,
             name=clip.name,
+            pool=config.pool,
             device=device,
         )
     if config.type == "precomputed":

@@ -40,6 +40,7 @@ class ClipGridRegions(RegionSource):
         prompt: str = DEFAULT_PROMPT,
         temperature: float = 100.0,
         name: str = "custom",
+        pool: int = 1,
         device: torch.device | str = "cpu",
     ) -> None:
         self.model = model.eval().requires_grad_(False).to(device)
@@ -48,17 +49,20 @@ class ClipGridRegions(RegionSource):
         self.prompt = prompt
         self.temperature = temperature
         self.name = name
+        self.pool = pool
         self.device = torch.device(device)
         with torch.no_grad():
             prompts = tokenizer([prompt.format(word) for word in self.vocabulary]).to(self.device)
             encode_text = getattr(model, "encode_text")  # noqa: B009 (open_clip API)
             self.class_embeddings = F.normalize(encode_text(prompts).float(), dim=-1)
             size = _image_size(model)
+            self._pooled_grid: tuple[int, int] = (0, 0)
+            self._size = size
             tokens, _ = self._patch_tokens(torch.zeros(1, 3, *size, device=self.device))
         self.feature_dim = tokens.shape[-1]
         self.max_regions = tokens.shape[1]
         self.num_classes = len(self.vocabulary)
-        self._grid = _grid_shape(tokens.shape[1], size)
+        self._grid = self._pooled_grid
         self._boxes = grid_boxes(*self._grid)
 
     def prepare(self, sample: RawSample) -> dict[str, Any]:
@@ -83,7 +87,22 @@ class ClipGridRegions(RegionSource):
         )
 
     def _patch_tokens(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(patch tokens B x P x W, the same projected into the joint space B x P x D)."""
+        """(patch tokens B x P x W, the same projected into the joint space B x P x D),
+        average-pooled over `pool` x `pool` cells (fewer, larger regions: a shorter sequence)."""
+        tokens, projected = self._raw_patch_tokens(pixels)
+        rows, cols = _grid_shape(tokens.shape[1], self._size)
+        if self.pool > 1:
+            pooled = []
+            for x in (tokens, projected):
+                grid = x.transpose(1, 2).reshape(x.shape[0], x.shape[2], rows, cols)
+                grid = F.avg_pool2d(grid, self.pool, ceil_mode=True)
+                pooled.append(grid.flatten(2).transpose(1, 2))
+            tokens, projected = pooled
+            rows, cols = -(-rows // self.pool), -(-cols // self.pool)
+        self._pooled_grid = (rows, cols)
+        return tokens, projected
+
+    def _raw_patch_tokens(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         visual: Any = getattr(self.model, "visual")  # noqa: B009 (open_clip API)
         if hasattr(visual, "output_tokens") and hasattr(visual, "transformer"):  # ViT
             previous = visual.output_tokens
@@ -111,6 +130,7 @@ class ClipGridRegions(RegionSource):
             "type": "clip-grid",
             "model": self.name,
             "grid": list(self._grid),
+            "pool": self.pool,
             "feature_dim": self.feature_dim,
             "vocabulary": self.vocabulary,
             "prompt": self.prompt,

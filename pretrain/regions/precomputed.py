@@ -37,7 +37,8 @@ def normalise_boxes(boxes: np.ndarray, width: float | None, height: float | None
     if xyxy.size and xyxy.max() > 1.5:
         if not width or not height:
             raise CorruptSampleError("boxes are in pixels but the image size is unknown")
-        xyxy = xyxy / np.array([width, height, width, height], dtype=np.float32)
+        scale = np.array([width, height, width, height], dtype=np.float32)
+        xyxy = (xyxy / scale).astype(np.float32)
     xyxy = np.clip(xyxy, 0.0, 1.0)
     area = (xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1])
     return np.concatenate([xyxy, area[:, None]], axis=1)

@@ -1,0 +1,524 @@
+"""The staged trainer: `run_plan` trains a plan's stages in order, each from the last's checkpoint.
+
+One code path for one CPU process and for `torchrun` with DDP (gloo on CPU, NCCL on GPU):
+AdamW, gradient clipping, linear warm-up then cosine decay, gradient accumulation, bf16
+autocast where the device has it, complete checkpoints every `save_every` steps, TensorBoard
+and JSONL logs, and a progress bar with each objective's loss and samples/s.
+
+Layout of `out_dir`:
+    plan.yaml                      the resolved plan
+    01-web/checkpoint/             latest complete checkpoint of the stage (resume point)
+    01-web/final/                  the stage's model (save_pretrained + tokenizer + regions.json)
+    01-web/summary.json            losses, throughput, corrupt samples, held-out metrics
+    01-web/log.jsonl, tb/          per-step logs
+    summary.json                   all stages and the final checkpoint
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from torch.nn.parallel import DistributedDataParallel
+
+from pretrain.checkpoint import (
+    MODEL_DIR,
+    find_checkpoint,
+    load_state,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+)
+from pretrain.config import ImageBertConfig
+from pretrain.data import (
+    CollatorConfig,
+    PretrainCollator,
+    PretrainStream,
+    make_loader,
+)
+from pretrain.inputs import model_inputs
+from pretrain.model import ImageBertForPreTraining, init_text_from_bert
+from pretrain.plan import Plan, StagePlan, load_plan
+from pretrain.regions import RegionSource, build_region_source
+from pretrain.text import load_tokenizer
+
+FINAL_DIR = "final"
+CHECKPOINT_DIR = "checkpoint"
+REGIONS_FILE = "regions.json"
+
+
+class StopTraining(Exception):
+    """Raised by `stop_after_steps` to simulate a killed run (tests, preemption drills)."""
+
+
+@dataclass(frozen=True)
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed() -> Distributed:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Distributed()
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+    return Distributed(dist.get_rank(), dist.get_world_size(), local)
+
+
+def pick_device(distributed: Distributed) -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", distributed.local_rank)
+    return torch.device("cpu")
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 where the device has it (auto), or as asked; None means fp32."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision != "auto":
+        raise ValueError(f"precision is auto, bf16 or fp32, not {precision!r}")
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def lr_lambda(stage: StagePlan) -> Callable[[int], float]:
+    """Linear warm-up to 1, then cosine decay to `min_lr_ratio` at the last step."""
+
+    def factor(step: int) -> float:
+        if step < stage.warmup_steps:
+            return (step + 1) / stage.warmup_steps
+        span = max(1, stage.steps - stage.warmup_steps)
+        progress = min(1.0, (step - stage.warmup_steps) / span)
+        return stage.min_lr_ratio + (1 - stage.min_lr_ratio) * 0.5 * (
+            1 + math.cos(math.pi * progress)
+        )
+
+    return factor
+
+
+def make_optimizer(model: torch.nn.Module, stage: StagePlan) -> torch.optim.AdamW:
+    """AdamW; no weight decay on biases, LayerNorms and the contrastive temperature."""
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        plain = param.ndim < 2 or "norm" in name or name.endswith("logit_scale")
+        (no_decay if plain else decay).append(param)
+    return torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": stage.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=stage.lr,
+    )
+
+
+def build_model(plan: Plan, regions: RegionSource, tokenizer: Any) -> ImageBertForPreTraining:
+    """Stage 1's model: the plan's sizes, the region source's dims, the text side from BERT."""
+    config = ImageBertConfig(
+        **{
+            **plan.model,
+            "vocab_size": len(tokenizer),
+            "pad_token_id": tokenizer.pad_token_id,
+            "cls_token_id": tokenizer.cls_token_id,
+            "region_feature_dim": regions.feature_dim,
+            "max_regions": regions.max_regions,
+            "num_region_classes": max(1, regions.num_classes),
+        }
+    )
+    model = ImageBertForPreTraining(config)
+    if plan.text_model != "none":
+        from pretrain.text import resolve_text_model
+
+        init_text_from_bert(model, resolve_text_model(plan.text_model))
+    return model
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _gather(value: Any, distributed: Distributed) -> list[Any]:
+    if distributed.world_size == 1:
+        return [value]
+    out: list[Any] = [None] * distributed.world_size
+    dist.all_gather_object(out, value)
+    return out
+
+
+class _Log:
+    """JSONL + TensorBoard (when installed) on the main rank."""
+
+    def __init__(self, folder: Path, enabled: bool) -> None:
+        self.enabled = enabled
+        self.writer: Any = None
+        self.file: Any = None
+        if not enabled:
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        self.file = open(folder / "log.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(folder / "tb"))
+        except ImportError:
+            self.writer = None  # tensorboard is optional; the JSONL log has the same numbers
+
+    def write(self, step: int, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        self.file.write(json.dumps({"step": step, **values}) + "\n")
+        self.file.flush()
+        if self.writer is not None:
+            for key, value in values.items():
+                self.writer.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def train_stage(
+    plan: Plan,
+    index: int,
+    stage_dir: Path,
+    *,
+    init_from: str | None,
+    regions: RegionSource,
+    tokenizer: Any,
+    distributed: Distributed,
+    resume: bool = True,
+    progress: bool = True,
+    stop_after_steps: int | None = None,
+) -> dict[str, Any]:
+    """Train one stage; return its summary. Resumes from `stage_dir/checkpoint` if present."""
+    stage = plan.stages[index]
+    device = pick_device(distributed)
+    seed = plan.seed + 1000 * index + distributed.rank
+    _seed_everything(seed)
+    checkpoint = find_checkpoint(stage_dir / CHECKPOINT_DIR) if resume else None
+    if checkpoint is not None:
+        model = ImageBertForPreTraining.from_pretrained(checkpoint / MODEL_DIR)
+    elif init_from is not None:
+        model = ImageBertForPreTraining.from_pretrained(init_from)
+    else:
+        model = build_model(plan, regions, tokenizer)
+    model.to(device)  # type: ignore[arg-type]
+    model.train()
+    weights = stage.objectives.as_dict()
+    wrapped: torch.nn.Module = model
+    if distributed.world_size > 1:
+        wrapped = DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=any(w == 0 for w in weights.values()),
+        )
+    optimizer = make_optimizer(model, stage)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(stage))
+    generator = torch.Generator().manual_seed(seed)
+    state = load_state(checkpoint) if checkpoint is not None else None
+    step, consumed, start_states = 0, 0, None
+    corrupt_before = 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step = state["step"]
+        mine = state["ranks"][distributed.rank] if distributed.rank < len(state["ranks"]) else {}
+        if state["world_size"] == distributed.world_size and mine.get("workers") == max(
+            1, plan.num_workers
+        ):
+            consumed, start_states = mine["consumed"], mine["data"]
+        corrupt_before = state.get("corrupt", 0)
+
+    workers = max(1, plan.num_workers)
+    collator = PretrainCollator(
+        tokenizer,
+        regions,
+        CollatorConfig(
+            max_text_len=stage.max_text_len,
+            mlm_probability=stage.mlm_probability,
+            whole_word_masking=stage.whole_word_masking,
+            itm_swap=stage.itm_swap,
+        ),
+    )
+    stream = PretrainStream(
+        stage.sources,
+        regions,
+        collator,
+        stage.batch_size,
+        seed=plan.seed + 7919 * index,
+        rank=distributed.rank,
+        world_size=distributed.world_size,
+        holdout=plan.holdout,
+        start_states=start_states,
+        worker_offset=consumed % workers,
+    )
+    loader = make_loader(stream, plan.num_workers, pin_memory=device.type == "cuda")
+    batches: Iterator[dict[str, Any]] = iter(loader)
+    # Restore RNGs after the loader's iterator drew its worker seeds, so a resumed run's
+    # dropout and masks match an uninterrupted one's.
+    if state is not None:
+        restore_rng_state(state["ranks"][distributed.rank]["rng"], generator)
+    data_states: dict[int, Any] = dict(start_states or {})
+    dtype = autocast_dtype(plan.precision, device)
+    log = _Log(stage_dir, distributed.is_main)
+    bar = None
+    if progress and distributed.is_main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=stage.steps, initial=step, desc=f"stage {index + 1} {stage.name}")
+    sums: dict[str, float] = defaultdict(float)
+    window = 0
+    corrupt = corrupt_before
+    started = time.monotonic()
+    window_start, window_samples = started, 0
+    samples_done = 0
+    history: list[dict[str, float]] = []
+    try:
+        while step < stage.steps:
+            values: dict[str, float] = defaultdict(float)
+            for micro in range(stage.grad_accum):
+                batch = next(batches)
+                consumed += 1
+                data_states[batch["data_state"]["worker"]] = batch["data_state"]["state"]
+                corrupt += batch["corrupt"]
+                encoded = regions.encode(batch["regions"], device)
+                inputs = model_inputs(
+                    batch, encoded, generator, device, stage.region_mask_probability
+                )
+                sync = (
+                    contextlib.nullcontext()
+                    if micro == stage.grad_accum - 1 or distributed.world_size == 1
+                    else wrapped.no_sync()  # type: ignore[operator]
+                )
+                with sync:
+                    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                        out = wrapped(
+                            **inputs, objective_weights=weights, moc_variant=stage.moc_variant
+                        )
+                    (out.loss / stage.grad_accum).backward()
+                for key, value in {**out.losses, **out.metrics}.items():
+                    values[key] += value.item() / stage.grad_accum
+                values["loss"] += out.loss.item() / stage.grad_accum
+                samples_done += len(batch["keys"])
+                window_samples += len(batch["keys"])
+            if stage.clip_grad > 0:
+                values["grad_norm"] = float(
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), stage.clip_grad)
+                )
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            for key, value in values.items():
+                sums[key] += value
+            window += 1
+            history.append({"step": step, **values})
+            if step % plan.log_every == 0 or step == stage.steps:
+                now = time.monotonic()
+                rate = window_samples * distributed.world_size / max(now - window_start, 1e-9)
+                means = {k: v / window for k, v in sums.items()}
+                means.update(
+                    samples_per_s=rate, lr=float(scheduler.get_last_lr()[0]), corrupt=corrupt
+                )
+                log.write(step, means)
+                if bar is not None:
+                    shown = {k: f"{v:.3f}" for k, v in means.items() if k in ("mlm", "moc", "mrfr")}
+                    shown.update({k: f"{means[k]:.3f}" for k in ("itm", "itc") if k in means})
+                    shown["samples/s"] = f"{rate:.1f}"
+                    bar.set_postfix(shown, refresh=False)
+                sums.clear()
+                window, window_start, window_samples = 0, now, 0
+            if bar is not None:
+                bar.update(1)
+            if step % plan.save_every == 0 or step == stage.steps:
+                _save(
+                    stage_dir / CHECKPOINT_DIR,
+                    model,
+                    optimizer,
+                    scheduler,
+                    step,
+                    index,
+                    plan,
+                    generator,
+                    consumed,
+                    data_states,
+                    corrupt,
+                    distributed,
+                )
+            if stop_after_steps is not None and step >= stop_after_steps and step < stage.steps:
+                raise StopTraining(f"stopped after step {step} as asked")
+    finally:
+        if bar is not None:
+            bar.close()
+        log.close()
+        del batches
+    elapsed = time.monotonic() - started
+    tail = history[-max(1, min(len(history), 10)) :]
+    summary: dict[str, Any] = {
+        "stage": stage.name,
+        "steps": step,
+        "samples": samples_done * distributed.world_size,
+        "seconds": round(elapsed, 2),
+        "samples_per_s": round(samples_done * distributed.world_size / max(elapsed, 1e-9), 2),
+        "corrupt": corrupt,
+        "first": history[0] if history else {},
+        "last": {k: sum(h.get(k, 0.0) for h in tail) / len(tail) for k in tail[0]}
+        if history
+        else {},
+    }
+    if distributed.is_main:
+        final = stage_dir / FINAL_DIR
+        model.save_pretrained(final)
+        tokenizer.save_pretrained(final)
+        (final / REGIONS_FILE).write_text(json.dumps(regions.spec(), indent=2), encoding="utf-8")
+        summary["checkpoint"] = str(final)
+    if distributed.world_size > 1:
+        dist.barrier()
+    return summary
+
+
+def _save(
+    folder: Path,
+    model: ImageBertForPreTraining,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    step: int,
+    index: int,
+    plan: Plan,
+    generator: torch.Generator,
+    consumed: int,
+    data_states: dict[int, Any],
+    corrupt: int,
+    distributed: Distributed,
+) -> None:
+    mine = {
+        "rng": rng_state(generator),
+        "consumed": consumed,
+        "data": data_states,
+        "workers": max(1, plan.num_workers),
+    }
+    ranks = _gather(mine, distributed)
+    if distributed.is_main:
+        state = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "step": step,
+            "stage": index,
+            "stage_name": plan.stages[index].name,
+            "world_size": distributed.world_size,
+            "ranks": ranks,
+            "corrupt": corrupt,
+            "plan": plan.to_dict(),
+        }
+        save_checkpoint(folder, model, state)
+    if distributed.world_size > 1:
+        dist.barrier()
+
+
+def stage_dir_name(index: int, stage: StagePlan) -> str:
+    return f"{index + 1:02d}-{stage.name}"
+
+
+def run_plan(
+    plan_path_or_obj: str | os.PathLike[str] | dict[str, Any] | Plan,
+    *,
+    out_dir: str | os.PathLike[str],
+    resume: bool = True,
+    overrides: dict[str, Any] | None = None,
+    progress: bool = True,
+    region_source: RegionSource | None = None,
+    stop_after_steps: int | None = None,
+    evaluate_stages: bool | None = None,
+) -> dict[str, Any]:
+    """Train every stage of a plan in order; return per-stage summaries and the final checkpoint.
+
+    Stage N starts from stage N-1's `final/`. With `resume`, finished stages are skipped and an
+    unfinished one continues from its last checkpoint. `region_source` replaces the plan's
+    (tests inject a tiny CLIP). Under torchrun every rank calls this; rank 0 writes.
+    """
+    plan = load_plan(plan_path_or_obj, overrides)
+    distributed = setup_distributed()
+    out = Path(out_dir)
+    if distributed.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "plan.yaml").write_text(yaml.safe_dump(plan.to_dict(), sort_keys=False))
+    device = pick_device(distributed)
+    regions = region_source or build_region_source(plan.regions, device=str(device))
+    tokenizer = load_tokenizer(plan.text_model if plan.text_model != "none" else "default")
+    summaries: list[dict[str, Any]] = []
+    previous: str | None = None
+    for index, stage in enumerate(plan.stages):
+        stage_dir = out / stage_dir_name(index, stage)
+        summary_file = stage_dir / "summary.json"
+        if resume and summary_file.exists() and (stage_dir / FINAL_DIR).is_dir():
+            summary = json.loads(summary_file.read_text())
+        else:
+            summary = train_stage(
+                plan,
+                index,
+                stage_dir,
+                init_from=previous,
+                regions=regions,
+                tokenizer=tokenizer,
+                distributed=distributed,
+                resume=resume,
+                progress=progress,
+                stop_after_steps=stop_after_steps,
+            )
+            run_eval = (
+                plan.evaluate.after_each_stage if evaluate_stages is None else evaluate_stages
+            )
+            if distributed.is_main and run_eval:
+                from pretrain.evaluate import evaluate
+
+                summary["eval"] = evaluate(
+                    stage_dir / FINAL_DIR,
+                    [s.path for s in stage.sources],
+                    holdout=plan.holdout,
+                    region_source=regions,
+                    top_k=plan.evaluate.top_k,
+                    max_samples=plan.evaluate.max_samples,
+                    batch_size=plan.evaluate.batch_size,
+                    device=str(device),
+                )
+            if distributed.is_main:
+                summary_file.write_text(json.dumps(summary, indent=2))
+        summaries.append(summary)
+        previous = str(stage_dir / FINAL_DIR)
+    result = {"plan": plan.name, "out_dir": str(out), "stages": summaries, "final": previous}
+    if distributed.is_main:
+        (out / "summary.json").write_text(json.dumps(result, indent=2))
+    return result
