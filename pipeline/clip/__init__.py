@@ -1,0 +1,16 @@
+"""CLIP scoring of downloaded pairs and LAIT's best-caption-per-image aggregation."""
+
+from pipeline.clip.aggregate import BestCaptionPerImage, best_caption_of_image
+from pipeline.clip.config import KNOWN_MIN_SCORES, ClipConfig
+from pipeline.clip.score import EMBEDDINGS_TAG, ClipScore, ClipScoreWithEmbeddings, ScoreWithClip
+
+__all__ = [
+    "EMBEDDINGS_TAG",
+    "KNOWN_MIN_SCORES",
+    "BestCaptionPerImage",
+    "ClipConfig",
+    "ClipScore",
+    "ClipScoreWithEmbeddings",
+    "ScoreWithClip",
+    "best_caption_of_image",
+]

@@ -1,0 +1,84 @@
+"""The CLIP filter's options (nested in the pipeline config as `clip`).
+
+A CLIP score threshold belongs to a model: cosine similarities of different models live on
+different scales. `min_score` left unset takes the model's entry in `KNOWN_MIN_SCORES`;
+a model not listed there must be given one (measure it: `bench/filter_quality.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+# Minimum image-text cosine similarity per model (model name as given to `load_clip`).
+KNOWN_MIN_SCORES: dict[str, float] = {
+    # LAION-400M/5B (English subset): 0.28 with OpenAI's ViT-B/32.
+    "ViT-B-32": 0.28,
+    # Measured on the demo web (site seed 1000, 1316 matched vs 54 mismatched captions):
+    # matched >= 0.757, mismatched <= 0.612, AUC 1.0; 0.68 is mid-gap. Only means anything
+    # for the demo model on demo-web images; see lait/models/weights/lait-demo-clip.train.json.
+    "lait-demo-clip": 0.68,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipConfig:
+    """Which CLIP model scores pairs, and which scores are kept.
+
+    `policy="threshold"`: a pair passes when its score reaches the minimum of its caption's
+    language (`min_score_by_language`, else `min_score`, else the model's known minimum).
+    `policy="top_fraction"`: per language, the best `top_fraction` of pairs pass (the cut is
+    a global approximate quantile over the run). `keep_embeddings`: also emit
+    (key, image embedding, text embedding) for every scored pair (`ClipScoreWithEmbeddings`).
+    Scores are rounded to `score_digits`, so that float noise from batch composition (which
+    changes summation order) never changes a score or a decision between reruns.
+    """
+
+    model: str = "lait-demo-clip"
+    pretrained: str | None = None
+    device: str = "cpu"
+    policy: Literal["threshold", "top_fraction"] = "threshold"
+    min_score: float | None = None
+    min_score_by_language: dict[str, float] = dataclasses.field(default_factory=dict)
+    top_fraction: float = 0.9
+    top_fraction_by_language: dict[str, float] = dataclasses.field(default_factory=dict)
+    batch_size: int = 256
+    torch_threads: int | None = None
+    keep_embeddings: bool = False
+    score_digits: int = 4
+
+    def __post_init__(self) -> None:
+        if (
+            self.policy == "threshold"
+            and self.min_score is None
+            and self.model not in KNOWN_MIN_SCORES
+            and not self.min_score_by_language
+        ):
+            raise ValueError(
+                f"clip: no known minimum score for model {self.model!r}; set clip.min_score "
+                f"(thresholds are model-specific; known: {sorted(KNOWN_MIN_SCORES)})"
+            )
+        fractions = [self.top_fraction, *self.top_fraction_by_language.values()]
+        if any(not 0.0 < f <= 1.0 for f in fractions):
+            raise ValueError("clip: top fractions must be within (0, 1]")
+        if self.batch_size < 1:
+            raise ValueError("clip: batch_size must be at least 1")
+
+    @property
+    def default_min_score(self) -> float:
+        """The minimum for languages without their own: `min_score` or the model's known one."""
+        if self.min_score is not None:
+            return self.min_score
+        return KNOWN_MIN_SCORES.get(self.model, 0.0)
+
+    def min_score_for(self, language: str | None) -> float:
+        """The threshold-policy minimum for a caption in `language`."""
+        if language is not None and language in self.min_score_by_language:
+            return float(self.min_score_by_language[language])
+        return self.default_min_score
+
+    def top_fraction_for(self, language: str | None) -> float:
+        """The top-fraction-policy share kept of captions in `language`."""
+        if language is not None and language in self.top_fraction_by_language:
+            return float(self.top_fraction_by_language[language])
+        return self.top_fraction

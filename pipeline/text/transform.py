@@ -1,0 +1,111 @@
+"""`TextFilters`: clean every live caption, apply the per-caption rules, then drop captions
+shared by too many images (a global count over the whole run, so it is a shuffle)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from lait.record import Record, RejectReason, Status
+from pipeline.text.cleaning import counting_key
+from pipeline.text.config import TextFilterConfig
+from pipeline.text.rules import CaptionRules
+
+NAMESPACE = "lait"
+
+
+def load_vocabulary(path: str) -> frozenset[str]:
+    """A word list, one word per line (any filesystem Beam reads: local, gs://, ...)."""
+    with FileSystems.open(path) as handle:
+        text = handle.read().decode("utf-8")
+    return frozenset(line.strip().casefold() for line in text.splitlines() if line.strip())
+
+
+class CheckCaptions(beam.DoFn):
+    """Live records: cleaned caption, or rejected by the first rule that fires."""
+
+    def __init__(self, config: TextFilterConfig) -> None:
+        self.config = config
+
+    def setup(self) -> None:
+        vocabulary = (
+            load_vocabulary(self.config.vocabulary_path) if self.config.vocabulary_path else None
+        )
+        self.rules = CaptionRules(self.config, vocabulary)
+        self.passed = beam.metrics.Metrics.counter(NAMESPACE, "text_filter.passed")
+        self.cleaned = beam.metrics.Metrics.counter(NAMESPACE, "text_filter.cleaned")
+
+    def process(self, record: Record) -> Iterator[Record]:
+        if record.status is not Status.CANDIDATE:
+            yield record
+            return
+        verdict = self.rules.check(record.caption)
+        if verdict.reason is not None:
+            beam.metrics.Metrics.counter(NAMESPACE, f"text_filter.{verdict.reason}").inc()
+            yield record.rejected(verdict.reason, verdict.detail)
+            return
+        self.passed.inc()
+        if verdict.caption != record.caption:
+            self.cleaned.inc()
+            record = dataclasses.replace(record, caption=verdict.caption)
+        yield record
+
+
+class RejectSharedCaptions(beam.DoFn):
+    """Live records whose caption is in the over-shared side input become rejects."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    def setup(self) -> None:
+        self.rejected = beam.metrics.Metrics.counter(
+            NAMESPACE, f"text_filter.{RejectReason.CAPTION_SHARED_TOO_OFTEN}"
+        )
+
+    def process(self, record: Record, shared: dict[str, int]) -> Iterator[Record]:
+        if record.status is Status.CANDIDATE:
+            images = shared.get(counting_key(record.caption))
+            if images is not None:
+                self.rejected.inc()
+                yield record.rejected(
+                    RejectReason.CAPTION_SHARED_TOO_OFTEN,
+                    f"caption on {images} images (limit {self.limit})",
+                )
+                return
+        yield record
+
+
+def _is_live(record: Record) -> bool:
+    return record.status is Status.CANDIDATE
+
+
+class TextFilters(beam.PTransform):
+    """Records in, records out: settled ones unchanged, live ones cleaned or rejected.
+
+    The shared-caption rule counts distinct image URLs per caption (counting key) with a
+    combiner, so a caption on millions of pages costs one small counter per worker, and only
+    the over-shared captions (usually few) travel to the workers as a side input.
+    """
+
+    def __init__(self, config: TextFilterConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or TextFilterConfig()
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        limit = self.config.max_images_per_caption
+        checked = records | "CheckCaptions" >> beam.ParDo(CheckCaptions(self.config))
+        shared = (
+            checked
+            | "Live" >> beam.Filter(_is_live)
+            | "CaptionImage" >> beam.Map(lambda r: (counting_key(r.caption), r.url))
+            | "DistinctPairs" >> beam.Distinct()
+            | "One" >> beam.Map(lambda pair: (pair[0], 1))
+            | "ImagesPerCaption" >> beam.CombinePerKey(sum)
+            | "OverShared" >> beam.Filter(lambda kv: kv[1] > limit)
+        )
+        return checked | "RejectShared" >> beam.ParDo(
+            RejectSharedCaptions(limit), shared=beam.pvalue.AsDict(shared)
+        )

@@ -1,0 +1,223 @@
+"""Train the offline demo CLIP ("lait-demo-clip") and measure it on a demo web.
+
+    python scripts/train_demo_clip.py                 # train, save, measure (a few minutes)
+    python scripts/train_demo_clip.py --measure-only  # measure the shipped weights
+
+Training data: random scenes from the demo web's own scene generator, drawn from a seed
+namespace the demo sites never use ("lait-demo-clip/train"), rendered, JPEG-encoded and
+decoded as the site serves them, each paired with a fresh true English caption per step.
+Loss: symmetric InfoNCE with a learnable temperature (CLIP's). CPU, two threads, seeded:
+the same command on the same torch build writes the same weights.
+
+Measurement: a demo site with seed `--measure-seed` (not the seed the tests use); every
+reference with an English caption and a servable image is scored; the matched captions
+(clean) and MISMATCHED_CAPTION ones give the AUC, the gap between the lowest matched and
+the highest mismatched score, and the threshold `ClipConfig` ships (mid-gap). Results go to
+`lait/models/weights/lait-demo-clip.train.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lait.demo_web import NoiseKind, build_site, describe_scene, random_scene, render_scene
+from lait.models.clip import (
+    DEMO_WEIGHTS_PATH,
+    WEIGHTS_DIR,
+    encode_images,
+    encode_texts,
+    load_clip,
+    save_demo_weights,
+)
+
+REPORT_PATH = WEIGHTS_DIR / "lait-demo-clip.train.json"
+
+
+def render_training_set(n: int, seed: str, preprocess: object) -> tuple[torch.Tensor, list]:
+    """`n` random scenes as preprocessed tensors (float16), and the scenes."""
+    rng = random.Random(seed)
+    pixels, scenes = [], []
+    for i in range(n):
+        width, height = rng.randint(320, 512), rng.randint(320, 512)
+        scene = random_scene(rng, width, height)
+        image = render_scene(scene, texture_seed=rng.randrange(2**31))
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=rng.randint(78, 92))
+        decoded = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+        decoded = decoded.resize((width * 3 // 4, height * 3 // 4)) if i % 3 == 0 else decoded
+        pixels.append(preprocess(decoded).to(torch.float16))  # type: ignore[operator]
+        scenes.append(scene)
+    return torch.stack(pixels), scenes
+
+
+def train(args: argparse.Namespace) -> dict[str, object]:
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    clip = load_clip(weights=False)
+    model: Any = clip.model.train()
+    started = time.perf_counter()
+    pixels, scenes = render_training_set(
+        args.scenes, f"lait-demo-clip/train/{args.seed}", clip.preprocess
+    )
+    render_s = time.perf_counter() - started
+    print(f"rendered {len(scenes)} scenes in {render_s:.1f}s", flush=True)
+
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "embedding" in n]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+    )
+    rng = random.Random(f"lait-demo-clip/batches/{args.seed}")
+    seen_tokens: set[int] = set()
+    labels = torch.arange(args.batch)
+    t0 = time.perf_counter()
+    for step in range(args.steps):
+        lr = args.lr * min(1.0, (step + 1) / args.warmup)
+        lr *= 0.5 * (1 + math.cos(math.pi * step / args.steps))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        index = rng.sample(range(len(scenes)), args.batch)
+        captions = [describe_scene(scenes[i], rng) for i in index]
+        tokens = clip.tokenizer(captions)
+        seen_tokens.update(tokens.unique().tolist())
+        image_features, text_features, logit_scale = model(pixels[index].float(), tokens)[:3]
+        logits = logit_scale * image_features @ text_features.T
+        loss = (
+            torch.nn.functional.cross_entropy(logits, labels)
+            + torch.nn.functional.cross_entropy(logits.T, labels)
+        ) / 2
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        if step % 25 == 0 or step == args.steps - 1:
+            print(
+                f"step {step:4d} loss {loss.item():.3f} lr {lr:.2e} "
+                f"{(time.perf_counter() - t0) / (step + 1):.2f}s/step",
+                flush=True,
+            )
+    train_s = time.perf_counter() - t0
+    with torch.no_grad():  # rows of tokens never seen stay zero: the file stores them sparsely
+        embedding = model.token_embedding.weight
+        unseen = torch.ones(embedding.shape[0], dtype=torch.bool)
+        unseen[list(seen_tokens)] = False
+        embedding[unseen] = 0.0
+    save_demo_weights(model, args.out)
+    return {
+        "seed": args.seed,
+        "scenes": args.scenes,
+        "steps": args.steps,
+        "batch": args.batch,
+        "lr": args.lr,
+        "threads": torch.get_num_threads(),
+        "render_s": round(render_s, 1),
+        "train_s": round(train_s, 1),
+        "final_loss": round(loss.item(), 4),
+        "torch": torch.__version__,
+    }
+
+
+def roc_auc(positives: list[float], negatives: list[float]) -> float:
+    """P(score of a random positive > score of a random negative), ties counting half."""
+    wins = 0.0
+    for p in positives:
+        for n in negatives:
+            wins += 1.0 if p > n else 0.5 if p == n else 0.0
+    return wins / (len(positives) * len(negatives))
+
+
+def measure(weights: Path, site_seed: int, n_images: int) -> dict[str, object]:
+    """Score a demo site's English captions against their images; separation figures."""
+    clip = load_clip(pretrained=str(weights))
+    site = build_site(seed=site_seed, n_images=n_images)
+    matched_images, matched_texts, mismatched_images, mismatched_texts = [], [], [], []
+    for ref in site.ground_truth.references:
+        if ref.language != "en" or ref.image_format is None or ref.scene is None:
+            continue
+        path = ref.final_url or ref.url
+        resource = site.lookup(path)
+        if resource is None or not resource.body:
+            continue
+        if ref.noise & {NoiseKind.TRUNCATED_IMAGE, NoiseKind.BROKEN_IMAGE}:
+            continue
+        image = Image.open(io.BytesIO(resource.body)).convert("RGB")
+        if NoiseKind.MISMATCHED_CAPTION in ref.noise:
+            mismatched_images.append(image)
+            mismatched_texts.append(ref.caption)
+        elif ref.noise == frozenset({NoiseKind.CLEAN}):
+            matched_images.append(image)
+            matched_texts.append(ref.caption)
+
+    def scores(images: list[Image.Image], texts: list[str]) -> list[float]:
+        pairs = (encode_images(clip, images) * encode_texts(clip, texts)).sum(-1)
+        return [round(float(s), 4) for s in pairs]
+
+    pos = scores(matched_images, matched_texts)
+    neg = scores(mismatched_images, mismatched_texts)
+    low, high = min(pos), max(neg)
+    threshold = round((low + high) / 2, 3) if low > high else None
+    return {
+        "site_seed": site_seed,
+        "n_images": n_images,
+        "matched": len(pos),
+        "mismatched": len(neg),
+        "auc": round(roc_auc(pos, neg), 5),
+        "matched_min": low,
+        "matched_p01": round(float(np.quantile(pos, 0.01)), 4),
+        "matched_median": round(float(np.median(pos)), 4),
+        "mismatched_max": high,
+        "mismatched_median": round(float(np.median(neg)), 4),
+        "threshold": threshold,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scenes", type=int, default=4000)
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--warmup", type=int, default=40)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=DEMO_WEIGHTS_PATH)
+    parser.add_argument("--measure-seed", type=int, default=1000)
+    parser.add_argument("--measure-images", type=int, default=1200)
+    parser.add_argument("--measure-only", action="store_true")
+    parser.add_argument("--report", type=Path, default=None, help="where to write the JSON")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.set_num_interop_threads(1)
+    report: dict[str, object] = {}
+    if not args.measure_only:
+        report["training"] = train(args)
+    report["separation"] = measure(args.out, args.measure_seed, args.measure_images)
+    report["weights_bytes"] = args.out.stat().st_size
+    print(json.dumps(report, indent=2))
+    report_path = args.report or (REPORT_PATH if args.out == DEMO_WEIGHTS_PATH else None)
+    if report_path is not None and not args.measure_only:
+        report_path.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
