@@ -101,7 +101,9 @@ def _write_lists(folder: Path, port: int, count: int) -> tuple[Path, Path]:
     return tsv, table
 
 
-def run_ours(tsv: Path, out: Path, processes: int, threads: int, size: int) -> int:
+def run_ours(
+    tsv: Path, out: Path, processes: int, threads: int, size: int, mode: str = "in_memory"
+) -> int:
     from pipeline.config import ImageConfig, ListSource, OutputConfig, PipelineConfig, SourcesConfig
     from pipeline.fetch import FetchConfig
     from pipeline.run import run_pipeline
@@ -115,7 +117,7 @@ def run_ours(tsv: Path, out: Path, processes: int, threads: int, size: int) -> i
     )
     stats = run_pipeline(
         config,
-        [f"--direct_num_workers={processes}", "--direct_running_mode=multi_processing"],
+        [f"--direct_num_workers={processes}", f"--direct_running_mode={mode}"],
         show_progress=False,
     )
     accepted: int = stats["accepted"]

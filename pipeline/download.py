@@ -84,7 +84,9 @@ class Download(beam.PTransform):
         return (
             candidates
             | "Spread" >> beam.Reshuffle()
-            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=4 * self.threads)
+            | "Batch" >> beam.BatchElements(
+                min_batch_size=4 * self.threads, max_batch_size=4 * self.threads
+            )
             | "Fetch"
             >> beam.ParDo(
                 DownloadImages(self.fetch, self.image, self.threads, self.progress_folder)

@@ -254,7 +254,11 @@ def test_killed_job_rerun_loses_and_duplicates_nothing(
     partial = DatasetFolder(killed)
     assert all(sample.image for sample in partial.iter_samples())
 
-    assert subprocess.run(command(killed, "--overwrite"), capture_output=True).returncode == 0
+    rerun_run = subprocess.run(command(killed, "--overwrite"), capture_output=True, text=True)
+    assert rerun_run.returncode == 0
+    # The summary reaches stdout (img2dataset's resizer, used from many threads, once left the
+    # process's stdout pointing at /dev/null).
+    assert "accepted" in rerun_run.stdout and str(killed) in rerun_run.stdout
     clean = tmp_path / "clean"
     assert subprocess.run(command(clean), capture_output=True).returncode == 0
     names = sorted(p.name for p in clean.iterdir() if p.suffix in (".tar", ".parquet"))

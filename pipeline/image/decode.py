@@ -19,6 +19,7 @@ from lait.record import RejectReason
 
 _PASS_THROUGH_FORMATS = {"JPEG", "PNG", "WEBP"}
 _PASS_THROUGH_MODES = {"RGB", "L", "RGBA"}
+PREVIEW_SIDE = 64  # enough for a 32x32 perceptual hash
 
 
 class ImageRejected(Exception):
@@ -32,9 +33,13 @@ class ImageRejected(Exception):
 
 @dataclass(frozen=True)
 class DecodedImage:
-    """An upright, 8-bit image and the bytes to hand to the resizer."""
+    """An upright, 8-bit image and the bytes to hand to the resizer.
 
-    image: Image.Image
+    `preview` is the decoded image, possibly at a reduced scale (for hashing);
+    `width` and `height` are always the full, upright size.
+    """
+
+    preview: Image.Image
     encoded: bytes  # the original bytes, or a lossless PNG when conversion was needed
     source_format: str
     width: int
@@ -54,6 +59,17 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
                     f"{width}x{height} = {width * height} pixels > {max_pixels}",
                 )
             source_format = image.format or "unknown"
+            rotated = _has_rotation(image)
+            passes_through = (
+                not rotated
+                and source_format in _PASS_THROUGH_FORMATS
+                and image.mode in _PASS_THROUGH_MODES
+            )
+            if passes_through and source_format == "JPEG":
+                # The resizer decodes these bytes again at full size; here we only need to
+                # validate every block and get a small preview for hashing, which JPEG's
+                # scaled DCT gives at a fraction of the cost (all the data is still read).
+                image.draft(image.mode, (PREVIEW_SIDE, PREVIEW_SIDE))
             image.load()
     except ImageRejected:
         raise
@@ -69,21 +85,13 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
     except (ValueError, SyntaxError, Image.UnidentifiedImageError) as error:
         raise ImageRejected(RejectReason.UNDECODABLE_IMAGE, str(error)) from error
 
-    rotated = _has_rotation(image)
+    if passes_through:
+        return DecodedImage(image, data, source_format, width, height)
     upright = ImageOps.exif_transpose(image) if rotated else image
     normalised = _to_8bit(upright)
-    needs_reencode = (
-        rotated
-        or normalised is not upright
-        or source_format not in _PASS_THROUGH_FORMATS
-        or upright.mode not in _PASS_THROUGH_MODES
-    )
-    encoded = data
-    if needs_reencode:
-        buffer = io.BytesIO()
-        normalised.save(buffer, format="PNG", compress_level=1)
-        encoded = buffer.getvalue()
-    return DecodedImage(normalised, encoded, source_format, *normalised.size)
+    buffer = io.BytesIO()
+    normalised.save(buffer, format="PNG", compress_level=1)
+    return DecodedImage(normalised, buffer.getvalue(), source_format, *normalised.size)
 
 
 def _has_rotation(image: Image.Image) -> bool:

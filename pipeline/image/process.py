@@ -6,11 +6,14 @@ img2dataset user gets for the same options.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
 
+import cv2
 import imagehash
+from img2dataset import resizer as img2dataset_resizer
 from img2dataset.resizer import Resizer
 
 from lait.record import Record, RejectReason
@@ -18,6 +21,13 @@ from pipeline.config import ImageConfig
 from pipeline.image.decode import ImageRejected, decode_image
 
 __all__ = ["ImageProcessor", "ImageRejected"]
+
+# img2dataset's Resizer silences OpenCV by dup2-ing file descriptors 1 and 2 to /dev/null
+# around every call. That is not thread-safe: with our fetch threads resizing at once, the
+# saved descriptors get crossed and the process's stdout ends up at /dev/null for good.
+# Keep OpenCV quiet through its own log level instead, and make that wrapper a no-op.
+img2dataset_resizer.SuppressStdoutStderr = contextlib.nullcontext
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
 class ImageProcessor:
@@ -73,5 +83,5 @@ class ImageProcessor:
             original_height=height,
             num_bytes=len(data),
             sha256=hashlib.sha256(data).hexdigest(),
-            phash=str(imagehash.phash(decoded.image)),
+            phash=str(imagehash.phash(decoded.preview)),
         )
