@@ -36,14 +36,14 @@ def mask_tokens(
                     continue
                 chosen[row, col] = first.setdefault(word, bool(chosen[row, col]))
     chosen &= ~special
-    for row in np.flatnonzero(~chosen.any(axis=1)):
-        candidates = np.flatnonzero(~special[row])
+    for empty in np.flatnonzero(~chosen.any(axis=1)):
+        candidates = np.flatnonzero(~special[empty])
         if candidates.size:
             pick = int(rng.choice(candidates))
-            chosen[row, pick] = True
-            if word_ids is not None and word_ids[row][pick] is not None:
-                same = [i for i, w in enumerate(word_ids[row]) if w == word_ids[row][pick]]
-                chosen[row, same] = True
+            chosen[empty, pick] = True
+            if word_ids is not None and word_ids[empty][pick] is not None:
+                same = [i for i, w in enumerate(word_ids[empty]) if w == word_ids[empty][pick]]
+                chosen[empty, same] = True
     labels = np.where(chosen, input_ids, IGNORE)
     action = rng.random(ids.shape)
     ids[chosen & (action < 0.8)] = mask_token_id
