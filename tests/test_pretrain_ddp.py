@@ -25,7 +25,8 @@ SCRIPT = textwrap.dedent(
 
     data, out = sys.argv[1], sys.argv[2]
     model, preprocess, tokenizer = tiny_clip("vit", seed=0)
-    regions = ClipGridRegions(model, preprocess, tokenizer, vocabulary=["circle", "star", "background"])
+    vocabulary = ["circle", "star", "background"]
+    regions = ClipGridRegions(model, preprocess, tokenizer, vocabulary=vocabulary)
     plan = {
         "name": "ddp", "seed": 0, "holdout": 0.1, "text_model": "none", "num_workers": 0,
         "log_every": 1, "save_every": 2,
