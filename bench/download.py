@@ -158,6 +158,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--size", type=int, default=384)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument(
+        "--mode",
+        default="in_memory",
+        choices=["in_memory", "multi_threading", "multi_processing"],
+        help="Beam's local running mode for the LAIT side (the CLI's default is in_memory)",
+    )
     args = parser.parse_args()
 
     server = _ImageServer(_images(DISTINCT_IMAGES))
@@ -166,13 +172,15 @@ def main() -> None:
         tsv, table = _write_lists(work, server.port, args.images)
         results: dict[str, list[float]] = {"ours": [], "img2dataset": []}
         for attempt in range(args.repeat):
-            for name, runner, source in (
-                ("img2dataset", run_img2dataset, table),
-                ("ours", run_ours, tsv),
-            ):
+            for name, source in (("img2dataset", table), ("ours", tsv)):
                 out = work / f"{name}-{attempt}"
                 started = time.perf_counter()
-                written = runner(source, out, args.processes, args.threads, args.size)
+                if name == "ours":
+                    written = run_ours(
+                        source, out, args.processes, args.threads, args.size, args.mode
+                    )
+                else:
+                    written = run_img2dataset(source, out, args.processes, args.threads, args.size)
                 seconds = time.perf_counter() - started
                 if written != args.images:
                     raise SystemExit(f"{name} wrote {written} of {args.images} images")
