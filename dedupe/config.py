@@ -1,0 +1,64 @@
+"""One typed config for every dedupe stage, with defaults that work offline."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class DedupeConfig:
+    """Which duplicate kinds to find and how close counts as "the same".
+
+    Stages run in this order, each on what the previous ones kept: eval-set decontamination,
+    same URL, same image bytes (sha256), perceptual near-duplicates (pHash + LSH, checked by
+    a colour thumbnail), caption near-duplicates (MinHash + LSH), semantic (CLIP embeddings,
+    SemDeDup style). Records with the same key (url + caption) always collapse to one first.
+    """
+
+    # exact
+    url: bool = True
+    sha256: bool = True
+
+    # perceptual: 64-bit pHash split into `phash_bands` bands for LSH; an edge needs
+    # Hamming <= `phash_threshold` and, when both records carry image bytes, a colour
+    # thumbnail distance <= `colour_threshold` (mean absolute difference of 8x8 RGB
+    # thumbnails, 0-255). pHash is grey and coarse: distinct flat images collide at 0 bits.
+    perceptual: bool = True
+    phash_threshold: int = 10
+    phash_bands: int = 6
+    colour_threshold: float | None = 3.5
+
+    # caption near-duplicates: Jaccard of word-shingle sets, found by MinHash + LSH
+    caption: bool = False
+    caption_threshold: float = 0.9
+    caption_shingle_words: int = 3
+    caption_min_words: int = 6
+    caption_num_perm: int = 64
+    caption_bands: int = 16
+
+    # semantic (needs embeddings joined by key): k-means, then cosine within a cluster
+    semantic: bool = False
+    semantic_threshold: float = 0.95
+    semantic_clusters: int = 64
+    semantic_sample: int = 20_000
+    semantic_iterations: int = 20
+
+    # decontamination: evaluation image files or folders; a training image within
+    # `eval_phash_threshold` bits (and the colour check) of one of them is dropped
+    eval_images: tuple[str, ...] = ()
+    eval_phash_threshold: int = 10
+
+    # rounds of min-label propagation when joining edges into clusters
+    component_rounds: int = 6
+    # biggest bucket compared all-pairs in one block (bigger ones are compared block-wise)
+    block_size: int = 2048
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.phash_bands <= 64:
+            raise ValueError("phash_bands must be in 1..64")
+        if self.caption_num_perm % self.caption_bands:
+            raise ValueError("caption_num_perm must be a multiple of caption_bands")
+        if not 0.0 < self.caption_threshold <= 1.0 or not -1.0 <= self.semantic_threshold <= 1.0:
+            raise ValueError("caption_threshold must be in (0, 1], semantic_threshold in [-1, 1]")
+        if self.component_rounds < 1:
+            raise ValueError("component_rounds must be >= 1")
