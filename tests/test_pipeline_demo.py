@@ -268,3 +268,34 @@ def test_killed_job_rerun_loses_and_duplicates_nothing(
     rerun, fresh = DatasetFolder(killed).stats(), DatasetFolder(clean).stats()
     assert (rerun["accepted"], rerun["rejected"]) == (fresh["accepted"], fresh["rejected"])
     assert rerun["candidates"] == sum(1 for line in cc.read_text().splitlines() if line.strip())
+
+
+def test_crawl_from_a_warc_file(tmp_path: Path, site: DemoSite, server: DemoWebServer) -> None:
+    import io
+
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    page = site.page_paths[1]
+    body = site.body(page, server.base_url)
+    warc = tmp_path / "crawl.warc.gz"
+    with warc.open("wb") as handle:
+        writer = WARCWriter(handle, gzip=True)
+        headers = StatusAndHeaders("200 OK", [("Content-Type", "text/html")], protocol="HTTP/1.1")
+        writer.write_record(
+            writer.create_warc_record(
+                server.url(page),
+                "response",
+                payload=io.BytesIO(body),
+                length=len(body),
+                http_headers=headers,
+            )
+        )
+    stats = run_pipeline(
+        _config(tmp_path / "ds", SourcesConfig(warc=(str(warc),))), IN_PROCESS, show_progress=False
+    )
+    check_stats(stats)
+    on_page = [r for r in site.ground_truth.references if r.page_url == page]
+    assert stats["by_source"]["warc"]["candidates"] >= len(on_page) > 0
+    assert stats["accepted"] >= sum(r.noise == frozenset({NoiseKind.CLEAN}) for r in on_page)
+    assert stats["run"]["pages"] == {"from_warc": 1}

@@ -173,6 +173,11 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
         metavar="CIDR",
         help="let the fetcher reach this otherwise blocked network, e.g. 127.0.0.1/32",
     )
+    parser.add_argument(
+        "--respect-robots-txt",
+        action="store_true",
+        help="consult each host's robots.txt (cached) and skip what it disallows",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(accepts_beam_options=True)
 
@@ -249,6 +254,8 @@ def _job_config(args: argparse.Namespace, sources: dict[str, object]) -> Pipelin
         overrides["output.overwrite"] = True
     if args.allow_network:
         overrides["fetch.allowed_networks"] = args.allow_network
+    if args.respect_robots_txt:
+        overrides["fetch.respect_robots_txt"] = True
     return load_config(args.config, overrides)
 
 
