@@ -9,6 +9,7 @@ text_model: default            # BERT to start the text side from: default | non
 model: {hidden_size: 384, num_hidden_layers: 2, num_attention_heads: 12, intermediate_size: 1536}
 regions: {type: clip-grid, model: lait-demo-clip, vocabulary: [circle, square, ...]}
 num_workers: 1
+cpu_threads: 1                 # on CPU: torch threads per process (omit for torch's default)
 precision: auto                # auto (bf16 on GPUs that have it) | bf16 | fp32
 log_every: 10
 save_every: 50
@@ -92,6 +93,7 @@ class Plan:
     model: dict[str, Any] = field(default_factory=dict)
     regions: RegionsConfig = field(default_factory=RegionsConfig)
     num_workers: int = 1
+    cpu_threads: int | None = None  # torch threads per process on CPU (None: torch's default)
     precision: str = "auto"
     log_every: int = 10
     save_every: int = 100

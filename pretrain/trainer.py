@@ -471,6 +471,8 @@ def run_plan(
     """
     plan = load_plan(plan_path_or_obj, overrides)
     distributed = setup_distributed()
+    if plan.cpu_threads and not torch.cuda.is_available():
+        torch.set_num_threads(plan.cpu_threads)
     out = Path(out_dir)
     if distributed.is_main:
         out.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -56,7 +57,7 @@ def test_torchrun_two_processes_on_cpu(tmp_path: Path) -> None:
     if not torchrun.exists() and shutil.which("torchrun") is None:
         pytest.skip("torchrun is not installed")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
-    done = subprocess.run(
+    process = subprocess.Popen(
         [
             str(torchrun if torchrun.exists() else "torchrun"),
             "--standalone",  # a free local port for the rendezvous
@@ -66,11 +67,19 @@ def test_torchrun_two_processes_on_cpu(tmp_path: Path) -> None:
             data,
             str(tmp_path / "out"),
         ],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=240,
         env=env,
+        start_new_session=True,  # so a hung run's workers can be ended with it
     )
+    try:
+        stdout, stderr = process.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    done = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     assert done.returncode == 0, done.stderr[-3000:]
     reports = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert sorted(r["rank"] for r in reports) == [0, 1]
