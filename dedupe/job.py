@@ -18,7 +18,6 @@ from typing import Any
 import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import StandardOptions
-from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 
 from dedupe.config import DedupeConfig
 from dedupe.transform import Deduplicate
@@ -31,7 +30,7 @@ from lait.dataset import (
     storage,
 )
 from lait.record import Record, Status
-from pipeline.run import pipeline_options
+from pipeline.beam_options import local_runner, pipeline_options
 from pipeline.write import WriteDataset
 
 _IMAGE_EXTENSIONS = ("jpg", "png", "webp")
@@ -127,7 +126,7 @@ def dedupe_dataset(
     options, local = pipeline_options(list(beam_args))
     prepare_folder(out_folder, overwrite=overwrite)
     started = time.time()
-    pipeline = beam.Pipeline(runner=FnApiRunner() if local else None, options=options)
+    pipeline = beam.Pipeline(runner=local_runner() if local else None, options=options)
     _ = (
         pipeline
         | "Read" >> ReadDatasets(list(source_folders))

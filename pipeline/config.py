@@ -1,8 +1,12 @@
 """One typed config object per pipeline job, loaded from YAML and overridden by CLI flags.
 
     sources:   what to read (page URLs, WARC/WAT files, url+caption lists)
+    text:      caption cleaning and text filters (`pipeline.text.TextFilterConfig`)
+    language:  fastText language ID and the languages kept (`pipeline.langid.LanguageConfig`)
     fetch:     the safe fetcher's caps and policies (`pipeline.fetch.FetchConfig`)
     image:     decoding, filters and resizing
+    clip:      CLIP model, scoring policy and threshold (`pipeline.clip.ClipConfig`)
+    dedupe:    exact, perceptual, caption, semantic dedup, decontamination (`dedupe.DedupeConfig`)
     output:    the dataset folder and its shard size
 
 Every default works offline. A YAML file mirrors the nesting:
@@ -25,7 +29,24 @@ from typing import Any, Literal
 
 import yaml
 
+from dedupe.config import DedupeConfig
+from pipeline.clip import ClipConfig
 from pipeline.fetch import FetchConfig
+from pipeline.image.config import ImageConfig
+from pipeline.langid import LanguageConfig
+from pipeline.text import TextFilterConfig
+
+__all__ = [
+    "ConfigError",
+    "ImageConfig",
+    "ListSource",
+    "OutputConfig",
+    "PipelineConfig",
+    "SourcesConfig",
+    "config_from_dict",
+    "load_config",
+    "parse_override",
+]
 
 ListFormat = Literal["cc", "sbu", "tsv", "csv", "jsonl", "parquet"]
 
@@ -63,23 +84,6 @@ class SourcesConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class ImageConfig:
-    """Decoding limits, image filters (LAIT's defaults) and img2dataset's resizer options."""
-
-    image_size: int = 384
-    resize_mode: Literal["no", "keep_ratio", "center_crop", "border", "keep_ratio_largest"] = (
-        "keep_ratio"
-    )
-    resize_only_if_bigger: bool = True
-    encode_format: Literal["jpg", "png", "webp"] = "jpg"
-    encode_quality: int = 95
-    min_side: int = 300
-    max_aspect_ratio: float = 3.0
-    min_bytes: int = 1_000
-    max_pixels: int = 89_478_485  # Pillow's decompression-bomb limit
-
-
-@dataclasses.dataclass(frozen=True)
 class OutputConfig:
     """Where and how the dataset folder is written."""
 
@@ -94,8 +98,12 @@ class PipelineConfig:
     """Everything one `lait crawl` / `lait download` run needs, except Beam's own options."""
 
     sources: SourcesConfig = dataclasses.field(default_factory=SourcesConfig)
+    text: TextFilterConfig = dataclasses.field(default_factory=TextFilterConfig)
+    language: LanguageConfig = dataclasses.field(default_factory=LanguageConfig)
     fetch: FetchConfig = dataclasses.field(default_factory=FetchConfig)
     image: ImageConfig = dataclasses.field(default_factory=ImageConfig)
+    clip: ClipConfig = dataclasses.field(default_factory=ClipConfig)
+    dedupe: DedupeConfig = dataclasses.field(default_factory=DedupeConfig)
     output: OutputConfig = dataclasses.field(default_factory=OutputConfig)
     fetch_threads: int = 16  # concurrent fetches per worker process
 

@@ -14,9 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 import apache_beam as beam
 
 from lait.record import Record, Status
-from pipeline.config import ImageConfig
 from pipeline.fetch import FetchConfig, Fetcher, FetchRejected
 from pipeline.image import ImageProcessor
+from pipeline.image.config import ImageConfig
 from pipeline.progress import ProgressWriter
 
 
@@ -84,9 +84,8 @@ class Download(beam.PTransform):
         return (
             candidates
             | "Spread" >> beam.Reshuffle()
-            | "Batch" >> beam.BatchElements(
-                min_batch_size=4 * self.threads, max_batch_size=4 * self.threads
-            )
+            | "Batch"
+            >> beam.BatchElements(min_batch_size=4 * self.threads, max_batch_size=4 * self.threads)
             | "Fetch"
             >> beam.ParDo(
                 DownloadImages(self.fetch, self.image, self.threads, self.progress_folder)

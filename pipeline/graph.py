@@ -1,4 +1,7 @@
-"""The LAIT pipeline graph: sources → candidates → unique keys → download → settle → write.
+"""The LAIT pipeline graph, cheap stages first:
+
+    sources → candidates → unique keys → text filters → language ID → download + resize
+            → CLIP score → best caption per image → dedupe → settle → write
 
 One graph for every runner: DirectRunner here, DataflowRunner at scale.
 """
@@ -10,12 +13,16 @@ from typing import Any
 
 import apache_beam as beam
 
+from dedupe import Deduplicate
 from lait.record import Record, RejectReason, Status
+from pipeline.clip import BestCaptionPerImage, ClipScore
 from pipeline.config import PipelineConfig
 from pipeline.crawl import CrawlPages
 from pipeline.download import Download
+from pipeline.langid import LanguageFilter
 from pipeline.outcomes import CountOutcome
 from pipeline.read_sources import ReadLists, ReadWarcPages, ReadWatCandidates
+from pipeline.text import TextFilters
 from pipeline.write import WriteDataset
 
 
@@ -93,11 +100,18 @@ class BuildDataset(beam.PTransform):
             | "FirstOfKey" >> beam.FlatMap(keep_first_of_key)
             | "SplitDuplicates" >> beam.Partition(_LiveOrSettled(), 2)
         )
-        downloaded = unique | "Download" >> Download(
-            config.fetch, config.image, config.fetch_threads, self.progress_folder
+        kept = (
+            unique
+            | "TextFilters" >> TextFilters(config.text)
+            | "Language" >> LanguageFilter(config.language)
+            | "Download"
+            >> Download(config.fetch, config.image, config.fetch_threads, self.progress_folder)
+            | "ClipScore" >> ClipScore(config.clip)
+            | "BestCaption" >> BestCaptionPerImage()
+            | "Dedupe" >> Deduplicate(config.dedupe)
         )
         settled = (
-            (settled_early, duplicates, downloaded | "Settle" >> beam.Map(Record.accepted_if_live))
+            (settled_early, duplicates, kept | "Settle" >> beam.Map(Record.accepted_if_live))
             | "AllSettled" >> beam.Flatten()
             | "Count" >> beam.ParDo(CountOutcome())
         )

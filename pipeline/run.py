@@ -17,23 +17,21 @@ try `--direct_running_mode multi_processing --direct_num_workers N`.
 from __future__ import annotations
 
 import logging
-import os
 import platform
 import time
 from importlib import metadata
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
-from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
+from apache_beam.options.pipeline_options import StandardOptions
 
 from lait.dataset import finalize, prepare_folder
+from pipeline.beam_options import local_runner, pipeline_options
 from pipeline.config import PipelineConfig
 from pipeline.graph import BuildDataset
 from pipeline.outcomes import NAMESPACE
 from pipeline.progress import progress_bar
 
-_LOCAL_RUNNERS = {None, "DirectRunner", "FnApiRunner"}
 _VERSIONED = ["lait", "apache-beam", "img2dataset", "open-clip-torch", "torch", "pyarrow"]
 
 
@@ -45,16 +43,6 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return found
-
-
-def pipeline_options(beam_args: list[str]) -> tuple[PipelineOptions, bool]:
-    """Beam options from the pass-through arguments, and whether the run is local."""
-    options = PipelineOptions(beam_args)
-    runner = options.view_as(StandardOptions).runner
-    local = runner in _LOCAL_RUNNERS
-    if local and "--direct_num_workers" not in " ".join(beam_args):
-        options.view_as(DirectOptions).direct_num_workers = os.cpu_count() or 1
-    return options, local
 
 
 def _counters(result: Any) -> dict[str, int]:
@@ -85,7 +73,7 @@ def run_pipeline(
     prepare_folder(config.output.folder, overwrite=config.output.overwrite)
     started = time.time()
     with progress_bar(enabled=local and show_progress) as progress_folder:
-        pipeline = beam.Pipeline(runner=FnApiRunner() if local else None, options=options)
+        pipeline = beam.Pipeline(runner=local_runner() if local else None, options=options)
         _ = pipeline | "LAIT" >> BuildDataset(config, progress_folder)
         result = pipeline.run()
         result.wait_until_finish()

@@ -12,6 +12,7 @@ import webdataset as wds
 from lait.cli import main
 from lait.dataset import DatasetFolder, check_stats
 from lait.demo_web import DemoSite, DemoWebServer, NoiseKind, build_site
+from lait.record import RejectReason, Stage
 from pipeline.config import ListSource, OutputConfig, PipelineConfig, SourcesConfig
 from pipeline.fetch import FetchConfig
 from pipeline.run import run_pipeline
@@ -118,8 +119,12 @@ def test_every_crawl_noise_kind_gets_its_reason(
         if ref.noise == frozenset({NoiseKind.CLEAN}):
             clean_total += 1
             clean_accepted += outcome == "accepted"
+            # The crawl stages never drop a clean pair; the learned filters (CLIP, dedupe)
+            # may, rarely, and say so.
+            if outcome != "accepted":
+                assert RejectReason(outcome).stage in (Stage.CLIP, Stage.DEDUPE), (url, outcome)
     assert set(checked) == set(EXPECTED_REASON), set(EXPECTED_REASON) - set(checked)
-    assert clean_accepted == clean_total  # nothing clean is lost on the way
+    assert clean_accepted >= 0.95 * clean_total
 
 
 def test_download_lists_is_deterministic(

@@ -17,7 +17,7 @@ from img2dataset import resizer as img2dataset_resizer
 from img2dataset.resizer import Resizer
 
 from lait.record import Record, RejectReason
-from pipeline.config import ImageConfig
+from pipeline.image.config import ImageConfig
 from pipeline.image.decode import ImageRejected, decode_image
 
 __all__ = ["ImageProcessor", "ImageRejected"]
