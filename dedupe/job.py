@@ -122,7 +122,12 @@ def dedupe_dataset(
     """
     if not source_folders:
         raise ValueError("give at least one dataset folder to dedupe")
-    inputs = {folder: DatasetFolder(folder).stats()["candidates"] for folder in source_folders}
+    # A list, not a dict: the same folder given twice is read (and counted) twice.
+    inputs = [
+        {"folder": folder, "candidates": DatasetFolder(folder).stats()["candidates"]}
+        for folder in source_folders
+    ]
+    read = sum(entry["candidates"] for entry in inputs)
     options, local = pipeline_options(list(beam_args))
     prepare_folder(out_folder, overwrite=overwrite)
     started = time.time()
@@ -143,8 +148,8 @@ def dedupe_dataset(
         "dedupe": dataclasses.asdict(config),
     }
     stats = finalize(out_folder, run=run)
-    if stats["candidates"] != sum(inputs.values()):
+    if stats["candidates"] != read:
         raise StatsMismatchError(
-            f"dedupe read {sum(inputs.values())} candidates but wrote {stats['candidates']}"
+            f"dedupe read {read} candidates but wrote {stats['candidates']}"
         )
     return stats

@@ -20,8 +20,13 @@ def pipeline_options(beam_args: list[str]) -> tuple[PipelineOptions, bool]:
     options = PipelineOptions(beam_args)
     runner = options.view_as(StandardOptions).runner
     local = runner in _LOCAL_RUNNERS
-    if local and "--direct_num_workers" not in " ".join(beam_args):
-        options.view_as(DirectOptions).direct_num_workers = os.cpu_count() or 1
+    direct = options.view_as(DirectOptions)
+    if (
+        local
+        and direct.direct_running_mode != "in_memory"
+        and "--direct_num_workers" not in (" ".join(beam_args))
+    ):
+        direct.direct_num_workers = os.cpu_count() or 1
     return options, local
 
 

@@ -187,6 +187,25 @@ def test_cli_download_on_multiprocess_direct_runner(
     printed = capsys.readouterr().out
     assert "accepted" in printed and str(tmp_path / "out") in printed
     assert main(["info", str(tmp_path / "out")]) == 0
+    # Deduping a folder together with itself keeps one of each and loses nothing.
+    single = DatasetFolder(tmp_path / "out").stats()
+    assert (
+        main(
+            [
+                "dedupe",
+                str(tmp_path / "out"),
+                str(tmp_path / "out"),
+                "--out",
+                str(tmp_path / "dd"),
+                "--direct_running_mode=in_memory",
+            ]
+        )
+        == 0
+    )
+    doubled = DatasetFolder(tmp_path / "dd").stats()
+    assert doubled["candidates"] == 2 * single["candidates"]
+    assert doubled["accepted"] == single["accepted"]
+    assert doubled["reasons"]["duplicate_url_caption"] == single["accepted"]
     # A second run into the same folder is refused unless asked to overwrite.
     assert main(["download", "--cc", str(cc), "--out", str(tmp_path / "out")]) == 2
     assert "--overwrite" in capsys.readouterr().err

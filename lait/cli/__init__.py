@@ -24,6 +24,7 @@ Typical use:
   lait demo                          the whole job on the embedded demo web, offline
   lait crawl --pages-file urls.txt --out ds/ [--runner DataflowRunner --project P ...]
   lait download --cc cc.tsv --out cc/    url+caption lists (Conceptual Captions, SBU, ...)
+  lait dedupe ds1/ ds2/ --out ds/    deduplicate several crawls together
   lait info ds/                      what a dataset folder holds, and whether its counts add up
   lait report ds/                    the quality report: ds/report.html, to open in a browser
 
@@ -135,6 +136,54 @@ def _run_report(args: argparse.Namespace) -> int:
 
     paths = write_report(args.dataset, args.out, gallery_size=args.gallery_size, seed=args.seed)
     print(f"report: {paths.html}\nfigures: {paths.json}")
+    return 0
+
+
+def _add_dedupe(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dedupe = commands.add_parser(
+        "dedupe",
+        help="deduplicate one or more dataset folders into a new one",
+        description="Deduplicate existing dataset folders together (exact, perceptual, caption "
+        "and optional semantic dedup, and evaluation-set decontamination) into a new dataset "
+        "folder: survivors' shards, the inputs' rejects plus the new duplicate rejects, stats. "
+        "Unrecognised options are Beam pipeline options.",
+    )
+    dedupe.add_argument("datasets", nargs="+", help="LAIT dataset folders")
+    dedupe.add_argument("--out", required=True, help="the new dataset folder")
+    dedupe.add_argument("--overwrite", action="store_true", help="replace dataset files in --out")
+    dedupe.add_argument(
+        "--eval-images",
+        nargs="+",
+        default=[],
+        metavar="PATH",
+        help="folders or files of evaluation images to remove from training (decontamination)",
+    )
+    dedupe.add_argument("--caption", action="store_true", help="also drop near-duplicate captions")
+    dedupe.add_argument(
+        "--phash-threshold", type=int, help="Hamming distance for near-duplicate images"
+    )
+    dedupe.add_argument("--samples-per-shard", type=int, default=1000, help="default 1000")
+    dedupe.set_defaults(run=_run_dedupe, accepts_beam_options=True)
+
+
+def _run_dedupe(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from dedupe import DedupeConfig, dedupe_dataset
+
+    config = DedupeConfig(eval_images=tuple(args.eval_images), caption=args.caption)
+    if args.phash_threshold is not None:
+        config = dataclasses.replace(config, phash_threshold=args.phash_threshold)
+    stats = dedupe_dataset(
+        list(args.datasets),
+        args.out,
+        config,
+        args.beam_args,
+        samples_per_shard=args.samples_per_shard,
+        overwrite=args.overwrite,
+    )
+    print(format_funnel(stats))
+    print(f"dataset: {args.out}")
     return 0
 
 
@@ -313,6 +362,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], 
     add_demo,
     _add_crawl,
     _add_download,
+    _add_dedupe,
     _add_info,
     _add_report,
     _add_demo_web,
