@@ -33,6 +33,15 @@ _NUMBER = re.compile(r"^[+-]?\d[\d.,:/%x×-]*$")
 _EDGE_PUNCTUATION = "\"'“”‘’«»()[]{}<>.,;:!?¡¿…—–-*•·|#@"
 _WORD_JOINERS = str.maketrans("", "", "-'’.")
 _REPEATED = re.compile(r"(.)\1{3,}")
+# Scripts written without spaces: each character counts as a word (kana, CJK ideographs,
+# Hangul syllables, Thai), everything else by whitespace.
+_UNSPACED = "\u0e00-\u0e7f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+_WORDS = re.compile(f"[{_UNSPACED}]|[^\\s{_UNSPACED}]+")
+
+
+def word_count(caption: str) -> int:
+    """Words of `caption`; in scripts without spaces, characters."""
+    return len(_WORDS.findall(caption))
 
 
 @dataclass(frozen=True)
@@ -94,7 +103,7 @@ class CaptionRules:
         key = counting_key(caption)
         if _is_boilerplate(key, self.boilerplate_phrases, self.boilerplate_words):
             return CaptionVerdict(caption, RejectReason.BOILERPLATE_CAPTION, key[:80])
-        words = len(caption.split())
+        words = word_count(caption)
         if words < config.min_words or len(caption) < config.min_chars:
             detail = f"{words} words, {len(caption)} chars"
             return CaptionVerdict(caption, RejectReason.CAPTION_TOO_SHORT, detail)
