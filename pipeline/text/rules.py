@@ -30,7 +30,7 @@ _URL = re.compile(
     re.IGNORECASE,
 )
 _NUMBER = re.compile(r"^[+-]?\d[\d.,:/%x×-]*$")
-_EDGE_PUNCTUATION = "\"'“”‘’«»()[]{}<>.,;:!?¡¿…—–-*•·|#@"
+_EDGE_PUNCTUATION = "\"'“”‘’«»()[]{}<>.,;:!?¡¿…—–-*•·|#@、。，．！？：；「」『』（）・〜"
 _WORD_JOINERS = str.maketrans("", "", "-'’.")
 _REPEATED = re.compile(r"(.)\1{3,}")
 # Scripts written without spaces: each character counts as a word (kana, CJK ideographs,
@@ -64,7 +64,7 @@ def _is_word(token: str, vocabulary: Collection[str] | None) -> bool:
 
 def oov_rate(caption: str, vocabulary: Collection[str] | None = None) -> tuple[float, list[str]]:
     """Share of the caption's non-numeric tokens that are not words, and those tokens."""
-    tokens = [t.strip(_EDGE_PUNCTUATION) for t in caption.split()]
+    tokens = [t.strip(_EDGE_PUNCTUATION) for t in _WORDS.findall(caption)]
     tokens = [t for t in tokens if t and not _NUMBER.match(t)]
     if not tokens:
         return 0.0, []
