@@ -50,6 +50,8 @@ def region_source_for(checkpoint: str | os.PathLike[str], device: str = "cpu") -
             vocabulary=tuple(spec["vocabulary"]),
             prompt=spec.get("prompt", "a photo of a {}."),
             pool=spec.get("pool", 1),
+            features=spec.get("features", "tokens"),
+            global_region=spec.get("global_region", False),
         )
     else:
         config = RegionsConfig(

@@ -26,6 +26,8 @@ class RegionsConfig:
     vocabulary: tuple[str, ...] = DEFAULT_VOCABULARY
     prompt: str = "a photo of a {}."
     pool: int = 1
+    features: str = "tokens"  # clip-grid: "tokens" (tower width) or "projected" (joint space)
+    global_region: bool = False  # clip-grid: the whole image as an extra first region
     feature_dim: int = 2048
     num_classes: int = 1601
     max_regions: int = 100
@@ -57,6 +59,8 @@ def build_region_source(config: RegionsConfig, device: str = "cpu") -> RegionSou
             prompt=config.prompt,
             name=clip.name,
             pool=config.pool,
+            features=config.features,
+            global_region=config.global_region,
             device=device,
         )
     if config.type == "precomputed":

@@ -41,8 +41,12 @@ class ClipGridRegions(RegionSource):
         temperature: float = 100.0,
         name: str = "custom",
         pool: int = 1,
+        features: str = "tokens",
+        global_region: bool = False,
         device: torch.device | str = "cpu",
     ) -> None:
+        if features not in ("tokens", "projected"):
+            raise ValueError(f"features is 'tokens' or 'projected', not {features!r}")
         self.model = model.eval().requires_grad_(False).to(device)
         self.preprocess = preprocess
         self.vocabulary = list(vocabulary)
@@ -50,6 +54,8 @@ class ClipGridRegions(RegionSource):
         self.temperature = temperature
         self.name = name
         self.pool = pool
+        self.features = features
+        self.global_region = global_region
         self.device = torch.device(device)
         with torch.no_grad():
             prompts = tokenizer([prompt.format(word) for word in self.vocabulary]).to(self.device)
@@ -58,12 +64,15 @@ class ClipGridRegions(RegionSource):
             size = _image_size(model)
             self._pooled_grid: tuple[int, int] = (0, 0)
             self._size = size
-            tokens, _ = self._patch_tokens(torch.zeros(1, 3, *size, device=self.device))
+            tokens, _, _ = self._patch_tokens(torch.zeros(1, 3, *size, device=self.device))
         self.feature_dim = tokens.shape[-1]
-        self.max_regions = tokens.shape[1]
+        self.max_regions = tokens.shape[1] + int(global_region)
         self.num_classes = len(self.vocabulary)
         self._grid = self._pooled_grid
         self._boxes = grid_boxes(*self._grid)
+        if global_region:
+            whole = torch.tensor([[0.0, 0.0, 1.0, 1.0, 1.0]])
+            self._boxes = torch.cat([whole, self._boxes])
 
     def prepare(self, sample: RawSample) -> dict[str, Any]:
         try:
@@ -76,7 +85,14 @@ class ClipGridRegions(RegionSource):
     @torch.no_grad()
     def encode(self, inputs: dict[str, torch.Tensor], device: torch.device | str) -> Regions:
         pixels = inputs["pixels"].to(self.device, non_blocking=True)
-        tokens, projected = self._patch_tokens(pixels)
+        tokens, projected, pooled = self._patch_tokens(pixels)
+        if self.global_region:
+            # The whole image as region 0: CLIP's pooled embedding (or the patches' mean).
+            whole = pooled if self.features == "projected" else tokens.mean(1)
+            tokens = torch.cat([whole[:, None], tokens], dim=1)
+            projected = torch.cat([pooled[:, None], projected], dim=1)
+        if self.features == "projected":
+            tokens = projected
         logits = self.temperature * F.normalize(projected.float(), dim=-1) @ self.class_embeddings.T
         n = tokens.shape[0]
         return Regions(
@@ -86,10 +102,14 @@ class ClipGridRegions(RegionSource):
             class_probs=logits.softmax(-1).to(device),
         )
 
-    def _patch_tokens(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(patch tokens B x P x W, the same projected into the joint space B x P x D),
-        average-pooled over `pool` x `pool` cells (fewer, larger regions: a shorter sequence)."""
-        tokens, projected = self._raw_patch_tokens(pixels)
+    def _patch_tokens(
+        self, pixels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(patch tokens B x P x W, the same projected into the joint space B x P x D, the
+        pooled image embedding B x D); patches average-pooled over `pool` x `pool` cells
+        (fewer, larger regions: a shorter sequence). With features="projected" the region
+        features are the joint-space ones."""
+        tokens, projected, image = self._raw_patch_tokens(pixels)
         rows, cols = _grid_shape(tokens.shape[1], self._size)
         if self.pool > 1:
             pooled = []
@@ -100,26 +120,30 @@ class ClipGridRegions(RegionSource):
             tokens, projected = pooled
             rows, cols = -(-rows // self.pool), -(-cols // self.pool)
         self._pooled_grid = (rows, cols)
-        return tokens, projected
+        if self.features == "projected":
+            tokens = projected
+        return tokens, projected, image
 
-    def _raw_patch_tokens(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _raw_patch_tokens(
+        self, pixels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         visual: Any = getattr(self.model, "visual")  # noqa: B009 (open_clip API)
         if hasattr(visual, "output_tokens") and hasattr(visual, "transformer"):  # ViT
             previous = visual.output_tokens
             visual.output_tokens = True
             try:
-                _, tokens = visual(pixels)
+                image, tokens = visual(pixels)
             finally:
                 visual.output_tokens = previous
             projected = tokens @ visual.proj if visual.proj is not None else tokens
-            return tokens, projected
+            return tokens, projected, image
         if hasattr(visual, "attnpool") and hasattr(visual, "layer4"):  # ModifiedResNet
-            out = visual.forward_intermediates(pixels, indices=1, intermediates_only=True)
+            out = visual.forward_intermediates(pixels, indices=1)
             fmap = out["image_intermediates"][-1]  # B x C x h x w
             tokens = fmap.flatten(2).transpose(1, 2)
             pool = visual.attnpool
             projected = pool.c_proj(pool.v_proj(tokens))
-            return tokens, projected
+            return tokens, projected, out["image_features"]
         raise TypeError(
             f"clip-grid supports open_clip ViT and ModifiedResNet towers, not "
             f"{type(visual).__name__}; use a ViT-* or RN* model"
@@ -131,6 +155,8 @@ class ClipGridRegions(RegionSource):
             "model": self.name,
             "grid": list(self._grid),
             "pool": self.pool,
+            "features": self.features,
+            "global_region": self.global_region,
             "feature_dim": self.feature_dim,
             "vocabulary": self.vocabulary,
             "prompt": self.prompt,
