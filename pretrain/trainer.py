@@ -462,12 +462,18 @@ def run_plan(
     region_source: RegionSource | None = None,
     stop_after_steps: int | None = None,
     evaluate_stages: bool | None = None,
+    final_eval: bool = True,
+    evaluate_untrained: bool = False,
 ) -> dict[str, Any]:
     """Train every stage of a plan in order; return per-stage summaries and the final checkpoint.
 
     Stage N starts from stage N-1's `final/`. With `resume`, finished stages are skipped and an
     unfinished one continues from its last checkpoint. `region_source` replaces the plan's
     (tests inject a tiny CLIP). Under torchrun every rank calls this; rank 0 writes.
+
+    `final_eval` evaluates the last checkpoint on the held-out samples of every source of the
+    plan (`result["final_eval"]`); `evaluate_untrained` does the same for the untrained stage-1
+    model (`result["untrained_eval"]`), the baseline `lait demo` prints beside it.
     """
     plan = load_plan(plan_path_or_obj, overrides)
     distributed = setup_distributed()
@@ -520,7 +526,31 @@ def run_plan(
                 summary_file.write_text(json.dumps(summary, indent=2))
         summaries.append(summary)
         previous = str(stage_dir / FINAL_DIR)
-    result = {"plan": plan.name, "out_dir": str(out), "stages": summaries, "final": previous}
+    result: dict[str, Any] = {
+        "plan": plan.name,
+        "out_dir": str(out),
+        "stages": summaries,
+        "final": previous,
+    }
+    if distributed.is_main and (final_eval or evaluate_untrained):
+        from pretrain.evaluate import evaluate
+
+        folders = list(dict.fromkeys(s.path for stage in plan.stages for s in stage.sources))
+        options = {
+            "holdout": plan.holdout,
+            "region_source": regions,
+            "tokenizer": tokenizer,
+            "top_k": plan.evaluate.top_k,
+            "max_samples": plan.evaluate.max_samples,
+            "batch_size": plan.evaluate.batch_size,
+            "device": str(device),
+        }
+        if final_eval and previous is not None:
+            result["final_eval"] = evaluate(previous, folders, **options)
+        if evaluate_untrained:
+            _seed_everything(plan.seed)
+            untrained = build_model(plan, regions, tokenizer)
+            result["untrained_eval"] = evaluate(untrained, folders, **options)
     if distributed.is_main:
         (out / "summary.json").write_text(json.dumps(result, indent=2))
     return result

@@ -90,11 +90,40 @@ def losses(run: Path, stage: str) -> dict[int, float]:
     return {json.loads(line)["step"]: json.loads(line)["loss"] for line in lines}
 
 
+def test_a_clip_grid_with_projected_features_and_a_whole_image_region() -> None:
+    model, preprocess, tokenizer = tiny_clip("vit")
+    source = ClipGridRegions(
+        model,
+        preprocess,
+        tokenizer,
+        vocabulary=VOCAB,
+        pool=2,
+        features="projected",
+        global_region=True,
+    )
+    pixels = torch.rand(2, 3, 64, 64)
+    regions = source.encode({"pixels": pixels}, "cpu")
+    assert source.max_regions == 1 + 4  # 4x4 patches pooled to 2x2, plus the whole image
+    assert regions.features.shape == (2, 5, 32)  # the joint space's width
+    assert regions.boxes[0, 0].tolist() == [0.0, 0.0, 1.0, 1.0, 1.0]
+    image = model.encode_image(pixels)
+    torch.testing.assert_close(regions.features[:, 0], image, atol=1e-5, rtol=1e-5)
+
+
 def test_two_stage_plan_runs_and_each_stage_starts_from_the_last(
     tmp_path: Path, folders: dict[str, str], regions: ClipGridRegions
 ) -> None:
-    result = run_plan(tiny_plan(folders), out_dir=tmp_path, region_source=regions, progress=False)
+    result = run_plan(
+        tiny_plan(folders),
+        out_dir=tmp_path,
+        region_source=regions,
+        progress=False,
+        evaluate_untrained=True,
+    )
     first, second = result["stages"]
+    # The final model and the untrained baseline, on the held-out part of every source.
+    assert result["final_eval"]["samples"] == result["untrained_eval"]["samples"]
+    assert result["final_eval"]["samples"] > first["eval"]["samples"]
     assert first["steps"] == 6 and second["steps"] == 4
     assert set(first["last"]) >= {"mlm", "moc", "mrfr", "itm", "itc", "loss"}
     assert "itc" not in second["last"]  # stage 2's plan turns ITC off
