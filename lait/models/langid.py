@@ -66,7 +66,8 @@ class LanguageIdentifier:
         """For each text, {language code: probability} of its `k` likeliest languages."""
         if not texts:
             return []
-        labels, probabilities = self.model.predict([prepare_text(t) for t in texts], k=self.k)
+        lines = [prepare_text(t) if "\n" in t or "\r" in t else t for t in texts]
+        labels, probabilities = self.model.predict(lines, k=self.k)
         cut = len(_LABEL_PREFIX)
         return [
             {label[cut:]: float(p) for label, p in zip(row_labels, row_probs, strict=True)}
