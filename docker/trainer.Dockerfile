@@ -1,0 +1,41 @@
+# The trainer image: CUDA PyTorch, LAIT installed, `torchrun` as the entry point.
+# Build from the repository root:
+#   docker build -f docker/trainer.Dockerfile -t lait-trainer .
+# One node, all its GPUs:
+#   docker run --gpus all --ipc=host -v /data:/data lait-trainer \
+#     --nproc_per_node=gpu --no-python lait pretrain /data/plan.yaml --out /data/run
+# Several nodes: the same on each, with --nnodes N --node_rank I
+#   --rdzv_backend c10d --rdzv_endpoint HOST:29500 --rdzv_id RUN
+FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+
+ENV DEBIAN_FRONTEND=noninteractive \
+    PIP_NO_CACHE_DIR=1 \
+    NO_ALBUMENTATIONS_UPDATE=1 \
+    HF_HUB_OFFLINE=1 \
+    TRANSFORMERS_OFFLINE=1 \
+    PYTHONUNBUFFERED=1
+
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3.11 python3.11-venv ca-certificates \
+ || (apt-get install -y --no-install-recommends software-properties-common \
+     && add-apt-repository -y ppa:deadsnakes/ppa && apt-get update \
+     && apt-get install -y --no-install-recommends python3.11 python3.11-venv) \
+ && rm -rf /var/lib/apt/lists/* \
+ && python3.11 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+
+WORKDIR /opt/lait
+COPY pyproject.toml README.md ./
+COPY lait ./lait
+COPY pipeline ./pipeline
+COPY dedupe ./dedupe
+COPY pretrain ./pretrain
+# The CUDA build of the pinned torch (PyPI's Linux wheels are CUDA builds), then LAIT and
+# TensorBoard for the trainer's logs.
+RUN pip install --upgrade pip \
+ && pip install torch==2.14.1 torchvision==0.29.1 \
+ && pip install . tensorboard==2.21.0 \
+ && python -c "import torch, pretrain.trainer; print(torch.__version__, torch.version.cuda)"
+
+ENTRYPOINT ["torchrun"]
+CMD ["--help"]
