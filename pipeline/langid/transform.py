@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 
-from lait.models.langid import LanguageIdentifier
+from lait.models.langid import LABEL_PREFIX, LanguageIdentifier
 from lait.record import Record, RejectReason, Status
 from pipeline.langid.config import LanguageConfig
 
@@ -76,6 +76,7 @@ class IdentifyLanguage(beam.DoFn):
     def setup(self) -> None:
         self.identifier = LanguageIdentifier(self.config.model_path, k=self.config.top_k)
         self.wanted = {lang: float(m) for lang, m in self.config.languages.items()}
+        self.wanted_labels = {LABEL_PREFIX + lang: m for lang, m in self.wanted.items()}
         self.counters = {
             outcome: beam.metrics.Metrics.counter(NAMESPACE, f"language.{outcome}")
             for outcome in (
@@ -87,13 +88,30 @@ class IdentifyLanguage(beam.DoFn):
 
     def process(self, batch: Sequence[Record]) -> Iterator[Record]:
         live = [r for r in batch if r.status is Status.CANDIDATE]
-        predictions = iter(self.identifier.predict([r.caption for r in live]))
+        labels, probabilities = self.identifier.predict_labels([r.caption for r in live])
         counts = dict.fromkeys(self.counters, 0)  # counters bumped once per batch: cheaper
+        wanted, cut = self.wanted_labels, len(LABEL_PREFIX)
+        i = 0
         for record in batch:
             if record.status is not Status.CANDIDATE:
                 yield record
                 continue
-            verdict = decide_language(next(predictions), self.wanted)
+            row_labels, row_probabilities = labels[i], probabilities[i]
+            i += 1
+            if wanted:  # fast path: the likeliest wanted language that reaches its minimum
+                best, best_p = None, -1.0
+                for label, p in zip(row_labels, row_probabilities, strict=True):
+                    minimum = wanted.get(label)
+                    if minimum is not None and p >= minimum and p > best_p:
+                        best, best_p = label, p
+                if best is not None:
+                    counts["passed"] += 1
+                    yield with_language(record, best[cut:], best_p)
+                    continue
+            scores = {
+                label[cut:]: p for label, p in zip(row_labels, row_probabilities, strict=True)
+            }
+            verdict = decide_language(scores, self.wanted)
             labelled = with_language(record, verdict.language, verdict.score)
             if verdict.reason is None:
                 counts["passed"] += 1
