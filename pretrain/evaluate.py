@@ -87,13 +87,20 @@ def evaluate(
     max_text_len: int = 40,
     device: str = "cpu",
     seed: int = 0,
+    rerank: str = "itm+itc",
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on the held-out samples of dataset folder(s).
 
     `holdout` is the plan's hold-out fraction (the same key hash selects the same samples);
     1.0 evaluates every sample of the folders. Returns R@1/5/10 both ways (reranked and first
     pass), their chance level, and ITM, MLM and MOC accuracy.
+
+    `rerank="itm"` orders the top-k by the ITM score alone (ALBEF); `"itm+itc"` (default) by
+    log P_ITM(match) plus the first pass's scaled similarity, a product of the two experts that
+    stays robust while ITM is still weak early in pre-training.
     """
+    if rerank not in ("itm", "itm+itc"):
+        raise ValueError(f"rerank is 'itm' or 'itm+itc', not {rerank!r}")
     from pretrain.text import load_tokenizer
 
     if isinstance(checkpoint, ImageBertForPreTraining):
@@ -196,15 +203,19 @@ def evaluate(
         queries = torch.arange(n)[:, None].expand(n, k).reshape(-1)
         candidates = top.reshape(-1)
         images, texts = (queries, candidates) if direction == "i2t" else (candidates, queries)
-        rerank = itm_scores(images, texts).view(n, k)
-        # Reranked candidates go above every other one (cosines are <= 1), in ITM order.
+        fused = itm_scores(images, texts).view(n, k)
+        if rerank == "itm+itc":
+            scale = float(model.contrastive.logit_scale.clamp(max=np.log(100)).exp())
+            fused = fused + scale * sim.gather(1, top)
+        # Reranked candidates go above every other one (cosines are <= 1), in fused order.
         scores = sim.clone()
-        scores.scatter_(1, top, 2.0 + rerank.exp())
+        scores.scatter_(1, top, 2.0 + torch.sigmoid(fused))
         reranked[direction] = scores
     result: dict[str, Any] = {
         "samples": n,
         "corrupt": corrupt,
         "top_k": k,
+        "rerank": rerank,
         "chance_r1": 1.0 / n,
         "i2t": recall_at(reranked["i2t"]),
         "t2i": recall_at(reranked["t2i"]),
