@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import apache_beam as beam
 
@@ -22,6 +23,8 @@ from pipeline.progress import ProgressWriter
 
 def download_one(fetcher: Fetcher, processor: ImageProcessor, record: Record) -> Record:
     """Fetch, decode, filter and resize one candidate; every failure is a reject reason."""
+    if record.status is not Status.CANDIDATE:
+        raise ValueError(f"record {record.key} is {record.status}; only candidates are fetched")
     try:
         response = fetcher.fetch(record.url, accept="image")
     except FetchRejected as rejection:
@@ -65,7 +68,8 @@ class DownloadImages(beam.DoFn):
 
 
 class Download(beam.PTransform):
-    """Spread live candidates over workers, batch them, and download them."""
+    """Spread live candidates over workers, batch them, and download them; records already
+    rejected by an earlier stage pass through unfetched."""
 
     def __init__(
         self,
@@ -80,9 +84,11 @@ class Download(beam.PTransform):
         self.threads = threads
         self.progress_folder = progress_folder
 
-    def expand(self, candidates: beam.PCollection) -> beam.PCollection:
-        return (
-            candidates
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        # Records an earlier stage rejected are not fetched: they pass straight through.
+        live, settled = records | "LiveOrSettled" >> beam.Partition(LiveOrSettled(), 2)
+        downloaded = (
+            live
             | "Spread" >> beam.Reshuffle()
             | "Batch"
             >> beam.BatchElements(min_batch_size=4 * self.threads, max_batch_size=4 * self.threads)
@@ -91,3 +97,12 @@ class Download(beam.PTransform):
                 DownloadImages(self.fetch, self.image, self.threads, self.progress_folder)
             )
         )
+        return (downloaded, settled) | "Merge" >> beam.Flatten()
+
+
+class LiveOrSettled(beam.PartitionFn):
+    """Candidates still in play → 0; records already rejected → 1."""
+
+    def partition_for(self, element: Any, num_partitions: int, *args: Any, **kwargs: Any) -> int:
+        record: Record = element
+        return 0 if record.status is Status.CANDIDATE else 1

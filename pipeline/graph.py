@@ -9,16 +9,15 @@ One graph for every runner: DirectRunner here, DataflowRunner at scale.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 import apache_beam as beam
 
 from dedupe import Deduplicate
-from lait.record import Record, RejectReason, Status
+from lait.record import Record, RejectReason
 from pipeline.clip import BestCaptionPerImage, ClipScore
 from pipeline.config import PipelineConfig
 from pipeline.crawl import CrawlPages
-from pipeline.download import Download
+from pipeline.download import Download, LiveOrSettled
 from pipeline.langid import LanguageFilter
 from pipeline.outcomes import CountOutcome
 from pipeline.read_sources import ReadLists, ReadWarcPages, ReadWatCandidates
@@ -41,14 +40,6 @@ def keep_first_of_key(element: tuple[str, Iterable[Record]]) -> Iterator[Record]
             f"same url and caption as on {ordered[0].page_url or ordered[0].source}",
             duplicate_of=key,
         )
-
-
-class _LiveOrSettled(beam.PartitionFn):
-    """Candidates still in play → 0; records already settled (rejected) → 1."""
-
-    def partition_for(self, element: Any, num_partitions: int, *args: Any, **kwargs: Any) -> int:
-        record: Record = element
-        return 0 if record.status is Status.CANDIDATE else 1
 
 
 class Candidates(beam.PTransform):
@@ -92,13 +83,13 @@ class BuildDataset(beam.PTransform):
     def expand(self, pipeline: beam.Pipeline) -> beam.PCollection:
         config = self.config
         candidates = pipeline | "Candidates" >> Candidates(config)
-        live, settled_early = candidates | "LiveOrSettled" >> beam.Partition(_LiveOrSettled(), 2)
+        live, settled_early = candidates | "LiveOrSettled" >> beam.Partition(LiveOrSettled(), 2)
         unique, duplicates = (
             live
             | "ByKey" >> beam.Map(lambda r: (r.key, r))
             | "GroupKeys" >> beam.GroupByKey()
             | "FirstOfKey" >> beam.FlatMap(keep_first_of_key)
-            | "SplitDuplicates" >> beam.Partition(_LiveOrSettled(), 2)
+            | "SplitDuplicates" >> beam.Partition(LiveOrSettled(), 2)
         )
         kept = (
             unique

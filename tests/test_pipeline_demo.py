@@ -124,6 +124,16 @@ def test_every_crawl_noise_kind_gets_its_reason(
             if outcome != "accepted":
                 assert RejectReason(outcome).stage in (Stage.CLIP, Stage.DEDUPE), (url, outcome)
     assert set(checked) == set(EXPECTED_REASON), set(EXPECTED_REASON) - set(checked)
+
+    # Cheap first: a pair the text or language filters reject is never downloaded (a download
+    # would have recorded its size), and keeps the reason those filters gave it.
+    early = [
+        row
+        for row in crawled.rejects(["reject_stage", "num_bytes", "sha256"]).to_pylist()
+        if row["reject_stage"] in ("text_filter", "language")
+    ]
+    assert len(early) >= 10
+    assert all(row["num_bytes"] is None and row["sha256"] is None for row in early)
     assert clean_accepted >= 0.95 * clean_total
 
 
@@ -250,7 +260,7 @@ def test_killed_job_rerun_loses_and_duplicates_nothing(
             "--set",
             "fetch.retries=0",
             "--set",
-            "output.samples_per_shard=5",
+            "output.samples_per_shard=1",  # many small commits: a wide window to kill in
             "--direct_running_mode=in_memory",
             *extra,
         ]
@@ -269,11 +279,12 @@ def test_killed_job_rerun_loses_and_duplicates_nothing(
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list(killed.glob("*.tar")):
-        time.sleep(0.01)
+        time.sleep(0.002)
     os.killpg(process.pid, signal.SIGKILL)  # the launcher and its Beam workers
     process.wait()
     assert list(killed.glob("*.tar")), "the job finished no shard before it was killed"
-    assert not (killed / "stats.json").exists()
+    if (killed / "stats.json").exists():
+        pytest.skip("the machine was too fast: the job finished before it could be killed")
     # Whatever was committed is whole: every tar present reads back completely.
     partial = DatasetFolder(killed)
     assert all(sample.image for sample in partial.iter_samples())
