@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lait import __version__
 from lait.cli.demo import add_demo
@@ -27,6 +27,8 @@ Typical use:
   lait dedupe ds1/ ds2/ --out ds/    deduplicate several crawls together
   lait info ds/                      what a dataset folder holds, and whether its counts add up
   lait report ds/                    the quality report: ds/report.html, to open in a browser
+  lait pretrain plan.yaml --out runs/x   staged ImageBERT pre-training (resumes on rerun)
+  lait evaluate runs/x/02-cc_sbu/final ds/   held-out retrieval R@1/5/10, ITM/MLM/MOC acc
 
 Beam pipeline options (--runner, --project, --region, --temp_location, --num_workers,
 --sdk_container_image, ...) are passed through to Apache Beam by `crawl` and `download`.
@@ -185,6 +187,112 @@ def _run_dedupe(args: argparse.Namespace) -> int:
     print(format_funnel(stats))
     print(f"dataset: {args.out}")
     return 0
+
+
+def _add_pretrain(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    pretrain = commands.add_parser(
+        "pretrain",
+        help="run a staged ImageBERT pre-training plan (YAML) on dataset folders",
+        description="Run a stage plan: each stage trains on its dataset folders (mixed by "
+        "weight) and starts from the previous stage's checkpoint. Rerunning the same command "
+        "resumes exactly where it stopped. Under torchrun it trains with DDP. Example plan: "
+        "pretrain/plans/demo.yaml.",
+    )
+    pretrain.add_argument("plan", help="the stage plan (YAML)")
+    pretrain.add_argument("--out", required=True, help="run folder (checkpoints, logs)")
+    pretrain.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a plan value, e.g. --set data_root=out/demo --set stages.*.steps=10",
+    )
+    pretrain.add_argument("--no-resume", action="store_true", help="start from scratch")
+    pretrain.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pretrain.set_defaults(run=_run_pretrain)
+
+
+def _parse_overrides(texts: list[str]) -> dict[str, object]:
+    import yaml
+
+    overrides: dict[str, object] = {}
+    for text in texts:
+        name, sep, raw = text.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--set {text!r}: expected KEY=VALUE")
+        overrides[name.strip()] = yaml.safe_load(raw)
+    return overrides
+
+
+def _run_pretrain(args: argparse.Namespace) -> int:
+    from pretrain.trainer import run_plan
+
+    result = run_plan(
+        args.plan,
+        out_dir=args.out,
+        overrides=_parse_overrides(args.overrides),
+        resume=not args.no_resume,
+        progress=not args.no_progress,
+    )
+    print(f"final checkpoint: {result['final']}")
+    if result.get("final_eval"):
+        print(format_retrieval("held-out", result["final_eval"]))
+    return 0
+
+
+def _add_evaluate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="zero-shot retrieval R@1/5/10 and per-objective accuracy of a checkpoint",
+        description="Evaluate a pre-trained checkpoint on dataset folders: image→text and "
+        "text→image retrieval R@1/5/10 (first pass by embedding similarity, top-k reranked by "
+        "ITM), and held-out MLM, MOC and ITM accuracy.",
+    )
+    evaluate.add_argument("checkpoint", help="a checkpoint folder (save_pretrained layout)")
+    evaluate.add_argument("datasets", nargs="+", help="LAIT dataset folders to evaluate on")
+    evaluate.add_argument(
+        "--holdout",
+        type=float,
+        default=1.0,
+        help="evaluate on this held-out fraction (by key hash); 1.0 = every sample",
+    )
+    evaluate.add_argument("--top-k", type=int, default=16, help="candidates reranked by ITM")
+    evaluate.add_argument("--max-samples", type=int, default=1000, help="default 1000")
+    evaluate.add_argument("--json", action="store_true", help="print all figures as JSON")
+    evaluate.set_defaults(run=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from pretrain.evaluate import evaluate
+
+    figures = evaluate(
+        args.checkpoint,
+        list(args.datasets),
+        holdout=args.holdout,
+        top_k=args.top_k,
+        max_samples=args.max_samples,
+    )
+    print(json.dumps(figures, indent=1) if args.json else format_retrieval("eval", figures))
+    return 0
+
+
+def format_retrieval(label: str, figures: dict[str, Any]) -> str:
+    """Retrieval and accuracy figures as a few short lines for a terminal."""
+
+    def recall(direction: str) -> str:
+        at = figures.get(direction) or {}
+        return " ".join(f"R@{k} {at.get(f'r{k}', float('nan')):.3f}" for k in (1, 5, 10))
+
+    def number(name: str) -> str:
+        value = figures.get(name)
+        return f"{value:.3f}" if isinstance(value, int | float) else "n/a"
+
+    return (
+        f"{label}: image→text {recall('i2t')} | text→image {recall('t2i')}\n"
+        f"  R@1 is {number('r1_over_chance')}× chance ({number('chance_r1')}); "
+        f"ITM acc {number('itm_acc')}, MLM acc {number('mlm_acc')}, MOC acc {number('moc_acc')}"
+    )
 
 
 def format_funnel(stats: dict[str, object]) -> str:
@@ -365,6 +473,8 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], 
     _add_dedupe,
     _add_info,
     _add_report,
+    _add_pretrain,
+    _add_evaluate,
     _add_demo_web,
 ]
 

@@ -3,7 +3,8 @@
 Starts the demo web on 127.0.0.1, crawls its pages into `OUT/web` (stage 1 of pre-training
 reads it), fetches its Conceptual Captions and SBU lists through the same safe fetcher and
 downloads them into `OUT/cc_sbu` (stage 2), and writes the ground truth beside them.
-It ends by writing each folder's quality report. Each later stage of LAIT adds its step here.
+It writes each folder's quality report, then runs a short two-stage pre-training (web/, then
+cc_sbu/) and prints held-out retrieval against the same model untrained.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"demo web at {server.base_url}", flush=True)
         lists = _fetch_lists(server, site, out / "lists")
 
-        print("\n[1/2] crawling the demo web's pages → web/", flush=True)
+        print("\n[1/3] crawling the demo web's pages → web/", flush=True)
         crawl = replace(
             base,
             sources=SourcesConfig(pages=(server.url("/index.html"),), depth=1),
@@ -77,7 +78,7 @@ def run_demo(args: argparse.Namespace) -> int:
         )
         web = run_pipeline(crawl, args.beam_args, show_progress=not args.no_progress, job="crawl")
 
-        print("\n[2/2] downloading its Conceptual Captions and SBU lists → cc_sbu/", flush=True)
+        print("\n[2/3] downloading its Conceptual Captions and SBU lists → cc_sbu/", flush=True)
         download = replace(
             base,
             sources=SourcesConfig(
@@ -97,19 +98,39 @@ def run_demo(args: argparse.Namespace) -> int:
             download, args.beam_args, show_progress=not args.no_progress, job="download"
         )
 
-    from lait.cli import format_funnel
+    from lait.cli import format_funnel, format_retrieval
     from lait.report import write_report
 
     reports = {}
     for name, stats in (("web", web), ("cc_sbu", cc_sbu)):
         print(f"\n{name}/\n{format_funnel(stats)}")
         reports[name] = write_report(str(out / name)).html
+
+    trained = None
+    if not args.no_pretrain:
+        import pretrain
+        from pretrain.trainer import run_plan
+
+        print("\n[3/3] two-stage pre-training: web/ then cc_sbu/ → pretrain/", flush=True)
+        plan = Path(pretrain.__file__).parent / "plans" / "demo.yaml"
+        trained = run_plan(
+            plan,
+            out_dir=out / "pretrain",
+            overrides={"data_root": str(out)},
+            resume=False,
+            progress=not args.no_progress,
+            evaluate_untrained=True,
+        )
+        print(format_retrieval("\nheld-out, untrained", trained["untrained_eval"]))
+        print(format_retrieval("held-out, pre-trained", trained["final_eval"]))
     print(f"\ndone in {time.monotonic() - started:.0f} s. Output in {out}/:")
     print(f"  web/        stage-1 dataset: {web['accepted']} samples in {web['shards']} shards")
     print(
         f"  cc_sbu/     stage-2 dataset: {cc_sbu['accepted']} samples in {cc_sbu['shards']} shards"
     )
     print("  lists/      the demo web's CC and SBU lists, as downloaded")
+    if trained is not None:
+        print(f"  pretrain/   checkpoints; final model: {trained['final']}")
     for name, html in reports.items():
         print(f"  quality report of {name}/: {Path(html).resolve().as_uri()}")
     print("  ground_truth.jsonl   the injected noise, for measuring each stage")
@@ -136,4 +157,7 @@ def add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     demo.add_argument("--samples-per-shard", type=int, default=200, help="default 200")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    demo.add_argument(
+        "--no-pretrain", action="store_true", help="stop after the datasets and their reports"
+    )
     demo.set_defaults(run=run_demo, accepts_beam_options=True)
