@@ -16,10 +16,12 @@ keeps the file a few MB instead of 25.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +91,17 @@ def load_demo_weights(model: torch.nn.Module, path: str | Path = DEMO_WEIGHTS_PA
     model.load_state_dict(state, strict=True)
 
 
+@contextlib.contextmanager
+def _quiet_root_warnings() -> Iterator[None]:
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def load_clip(
     model: str = DEMO_MODEL,
     pretrained: str | None = None,
@@ -109,9 +122,12 @@ def load_clip(
     torch_device = torch.device(device)
     if model == DEMO_MODEL:
         register_demo_config()
-        net, _, preprocess = open_clip.create_model_and_transforms(
-            DEMO_MODEL, pretrained=None, device="cpu", image_resize_mode="squash"
-        )
+        # open_clip warns "No pretrained weights loaded ... initialized randomly" when it
+        # builds the architecture; our weights are loaded right after, so that would mislead.
+        with _quiet_root_warnings():
+            net, _, preprocess = open_clip.create_model_and_transforms(
+                DEMO_MODEL, pretrained=None, device="cpu", image_resize_mode="squash"
+            )
         if weights:
             path = Path(pretrained) if pretrained is not None else DEMO_WEIGHTS_PATH
             if not path.is_file():
