@@ -136,3 +136,34 @@ def test_phone_layout_does_not_scroll_sideways(rendered: dict[str, Any], tmp_pat
     width = re.search(r'<body data-probe-width="(\d+)"', dom)
     assert width is not None, "the layout probe did not run"
     assert int(width.group(1)) <= PHONE_WIDTH
+
+
+def test_report_of_a_demo_run_renders_with_its_real_funnel(tmp_path: Path) -> None:
+    from lait.demo_web import DemoWebServer, build_site
+    from pipeline.config import OutputConfig, PipelineConfig, SourcesConfig
+    from pipeline.fetch import FetchConfig
+    from pipeline.run import run_pipeline
+
+    with DemoWebServer(build_site(seed=5, n_images=80, slow_delay_s=1.0)) as server:
+        config = PipelineConfig(
+            sources=SourcesConfig(pages=(server.index_url,), depth=1),
+            fetch=FetchConfig(allowed_networks=("127.0.0.1/32",), total_timeout_s=0.5, retries=0),
+            output=OutputConfig(folder=str(tmp_path / "web")),
+        )
+        stats = run_pipeline(config, ["--direct_running_mode=in_memory"], show_progress=False)
+    page = Path(write_report(str(tmp_path / "web"), gallery_size=8).html)
+    dom = chromium(page, tmp_path / "profile", "--dump-dom", "--virtual-time-budget=3000").stdout
+    cells = {
+        (stage, field): int(value.replace(",", ""))
+        for stage, field, value in re.findall(
+            r'data-stage="([^"]+)" data-field="([^"]+)">([\d,]+)<', dom
+        )
+    }
+    assert cells, "the funnel table is missing from the rendered page"
+    for step in stats["funnel"]:
+        assert cells[(step["stage"], "rejected")] == step["rejected"], step["stage"]
+        assert cells[(step["stage"], "in")] == step["in"], step["stage"]
+    assert len(re.findall(r'<img[^>]+class="plot"', dom)) >= 5
+    shot = tmp_path / "shot.png"
+    chromium(page, tmp_path / "profile-shot", f"--screenshot={shot}", "--window-size=1280,1600")
+    assert ImageStat.Stat(Image.open(shot).convert("L")).stddev[0] > 10
