@@ -159,7 +159,7 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         try:
             return hint(value)
         except (TypeError, ValueError) as error:
-            raise ConfigError(f"{where}: {value!r} is not a {hint.__name__}") from error
+            raise ConfigError(f"{where}: {value!r} is not of type {hint.__name__}") from error
     return value
 
 

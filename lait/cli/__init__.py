@@ -226,8 +226,11 @@ def _parse_overrides(texts: list[str]) -> dict[str, object]:
 
 
 def _run_pretrain(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as transformers_logging
+
     from pretrain.trainer import run_plan
 
+    transformers_logging.disable_progress_bar()  # per-checkpoint "Writing model shards" bars
     result = run_plan(
         args.plan,
         out_dir=args.out,
@@ -344,7 +347,9 @@ def _add_crawl(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "crawl",
         help="crawl web pages (or WARC/WAT files) into a dataset folder",
         description="Crawl page URLs (or read WARC/WAT files), extract image+text candidates, "
-        "fetch and resize the images, and write a LAIT dataset folder. Unrecognised options "
+        "filter their captions (text rules, fastText language ID), fetch and resize the images, "
+        "score each pair with CLIP, deduplicate, and write a LAIT dataset folder in which every "
+        "candidate is either a sample or a reject with its reason. Unrecognised options "
         "are Beam pipeline options (--runner DataflowRunner --project ... --region ... "
         "--temp_location gs://...).",
     )
@@ -363,7 +368,8 @@ def _add_download(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     download = commands.add_parser(
         "download",
         help="download url+caption lists (Conceptual Captions, SBU, tables) into a dataset folder",
-        description="Download the images of url+caption lists and write a LAIT dataset folder. "
+        description="Download the images of url+caption lists through the same filters, "
+        "CLIP scoring and dedupe as `lait crawl`, and write a LAIT dataset folder. "
         "Unrecognised options are Beam pipeline options.",
     )
     download.add_argument(

@@ -108,8 +108,12 @@ def run_demo(args: argparse.Namespace) -> int:
 
     trained = None
     if not args.no_pretrain:
+        from transformers.utils import logging as transformers_logging
+
         import pretrain
         from pretrain.trainer import run_plan
+
+        transformers_logging.disable_progress_bar()  # per-checkpoint "Writing model shards"
 
         print("\n[3/3] two-stage pre-training: web/ then cc_sbu/ → pretrain/", flush=True)
         plan = Path(pretrain.__file__).parent / "plans" / "demo.yaml"
