@@ -230,12 +230,24 @@ def test_decontamination_drops_matches_of_eval_images(demo: Demo, tmp_path: Path
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1, 2, 4, 5])
-def test_planted_duplicates_on_more_sites(seed: int) -> None:
-    demo = demo_records(seed=seed, n_images=600)
-    scores = evaluate(demo, run_transform(demo.records, Deduplicate(DedupeConfig())))
-    print(seed, {k: v for k, v in scores.items() if k != "final"})
-    assert scores["exact_recall"] == 1.0 and scores["precision"] >= 0.99
+def test_near_duplicate_recall_and_precision_pooled_over_demo_webs(demo: Demo) -> None:
+    """The issue's bar (near recall >= 0.95, precision >= 0.99), measured on 75 planted
+    near-duplicates from five demo webs: one site plants only 15, so a single miss there
+    moves its recall by 0.067."""
+    found = planted = drops = wrong = 0
+    for seed, site in [(3, demo), *((s, None) for s in (0, 1, 2, 4))]:
+        records = site or demo_records(seed=seed, n_images=600)
+        scores = evaluate(records, run_transform(records.records, Deduplicate(DedupeConfig())))
+        assert scores["exact_recall"] == 1.0, seed
+        near = scores["planted"]["near"]
+        planted += near
+        found += round(scores["near_recall"] * near)
+        drops += scores["drops"]
+        wrong += round((1 - scores["precision"]) * scores["drops"])
+    print(f"near recall {found}/{planted}, wrong drops {wrong}/{drops}")
+    assert planted >= 75
+    assert found / planted >= 0.95
+    assert 1 - wrong / drops >= 0.99
 
 
 def _write(folder: Path, records: list[Record]) -> None:
