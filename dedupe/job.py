@@ -149,7 +149,5 @@ def dedupe_dataset(
     }
     stats = finalize(out_folder, run=run)
     if stats["candidates"] != read:
-        raise StatsMismatchError(
-            f"dedupe read {read} candidates but wrote {stats['candidates']}"
-        )
+        raise StatsMismatchError(f"dedupe read {read} candidates but wrote {stats['candidates']}")
     return stats
