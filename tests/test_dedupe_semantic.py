@@ -1,0 +1,79 @@
+"""Semantic dedupe (SemDeDup style) on real Beam: near-identical embeddings collapse to the
+best-ranked record; distinct ones stay."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
+
+from dedupe import DedupeConfig, Deduplicate
+from lait.record import CaptionSource, Record, RejectReason, Status
+
+_OUT: list[Record] = []
+
+
+def _collect(record: Record) -> None:
+    # A module-level function pickles by reference, so the in-process runner fills _OUT.
+    _OUT.append(record)
+
+
+def _records_and_embeddings() -> tuple[list[Record], list[tuple[str, np.ndarray]], dict[str, int]]:
+    rng = np.random.default_rng(0)
+    records, embeddings, group = [], [], {}
+    for g in range(16):
+        centre = rng.normal(size=32)
+        members = 3 if g < 8 else 1  # 8 triplets of near-copies, 8 loners
+        for m in range(members):
+            record = dataclasses.replace(
+                Record.candidate(
+                    source="t",
+                    url=f"http://h/{g}-{m}.jpg",
+                    caption=f"c {g} {m}",
+                    caption_source=CaptionSource.ALT,
+                ),
+                clip_score=round(0.5 + 0.1 * m, 2),
+                original_width=400,
+                original_height=400,
+            )
+            vector = centre + rng.normal(scale=0.02, size=32)
+            records.append(record)
+            embeddings.append((record.key, (vector / np.linalg.norm(vector)).astype(np.float32)))
+            group[record.key] = g
+    return records, embeddings, group
+
+
+def test_semantic_duplicates_collapse_to_the_best_ranked() -> None:
+    records, embeddings, group = _records_and_embeddings()
+    config = DedupeConfig(
+        url=False,
+        sha256=False,
+        perceptual=False,
+        semantic=True,
+        semantic_threshold=0.95,
+        semantic_clusters=4,
+    )
+    _OUT.clear()
+    options = PipelineOptions(["--direct_running_mode=in_memory"])
+    with beam.Pipeline(runner=FnApiRunner(), options=options) as pipeline:
+        vectors = pipeline | "Vectors" >> beam.Create(embeddings)
+        _ = (
+            pipeline
+            | "Records" >> beam.Create(records)
+            | Deduplicate(config, embeddings=vectors)
+            | beam.Map(_collect)
+        )
+    out = {r.key: r for r in _OUT}
+    assert set(out) == {r.key for r in records}  # nothing lost
+    dropped = [r for r in out.values() if r.status is Status.REJECTED]
+    assert len(dropped) == 16  # two of each triplet
+    for record in dropped:
+        assert record.reject_reason is RejectReason.DUPLICATE_SEMANTIC
+        survivor = out[record.duplicate_of or ""]
+        assert group[survivor.key] == group[record.key] and survivor.status is Status.CANDIDATE
+        assert (survivor.clip_score or 0) > (record.clip_score or 0)  # keep policy
+    kept_groups = sorted(group[r.key] for r in out.values() if r.status is Status.CANDIDATE)
+    assert kept_groups == list(range(16))
