@@ -58,6 +58,13 @@ def test_pretrain_then_evaluate_from_the_cli(
         == 0
     )
     assert "ITM acc" in capsys.readouterr().out
+    # Precompute the demo plan's clip-grid regions (the real CLIP loader on the Beam worker).
+    web = tmp_path / "data" / "web"
+    assert main(["featurize", str(web), "--direct_running_mode=in_memory"]) == 0
+    assert "featurized 48 samples in 3 shards" in capsys.readouterr().out
+    assert sorted(p.name for p in (web / "regions").glob("*.tar")) == [
+        p.name for p in sorted(web.glob("*.tar"))
+    ]
     # A plan override that does not parse is a clear error, not a traceback.
     assert main(["pretrain", str(DEMO_PLAN), "--out", str(run), "--set", "oops"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err

@@ -280,6 +280,51 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_featurize(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    featurize = commands.add_parser(
+        "featurize",
+        help="precompute a plan's clip-grid regions into a dataset folder (a Beam job)",
+        description="Compute each sample's regions (clip-grid: patch tokens of the frozen CLIP "
+        "the pipeline scores with, boxes, zero-shot labels) once, into DATASET/regions/NNNNN.tar "
+        "beside each shard, so pre-training at scale does not recompute them every epoch. "
+        "Shards already featurized are skipped (a killed job resumes). Unrecognised options "
+        "are Beam pipeline options.",
+    )
+    featurize.add_argument("dataset", help="a LAIT dataset folder")
+    featurize.add_argument(
+        "--plan", help="take the regions section of this stage plan (default: the demo plan)"
+    )
+    featurize.add_argument("--batch-size", type=int, default=64, help="default 64")
+    featurize.add_argument("--device", default="cpu", help="cpu or cuda")
+    featurize.add_argument("--overwrite", action="store_true", help="recompute existing ones")
+    featurize.set_defaults(run=_run_featurize, accepts_beam_options=True)
+
+
+def _run_featurize(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import pretrain
+    from pretrain.featurize import featurize_dataset
+    from pretrain.plan import load_plan
+
+    plan_path = args.plan or Path(pretrain.__file__).parent / "plans" / "demo.yaml"
+    regions = load_plan(plan_path).regions
+    counts = featurize_dataset(
+        args.dataset,
+        regions,
+        args.beam_args,
+        batch_size=args.batch_size,
+        overwrite=args.overwrite,
+        device=args.device,
+    )
+    print(
+        f"featurized {counts['samples']} samples in {counts['shards']} shards "
+        f"({counts['existing']} shards already done, {counts['skipped']} samples skipped); "
+        f"regions in {args.dataset}/regions/ (settings for a plan: regions/spec.json)"
+    )
+    return 0
+
+
 def format_retrieval(label: str, figures: dict[str, Any]) -> str:
     """Retrieval and accuracy figures as a few short lines for a terminal."""
 
@@ -481,6 +526,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], 
     _add_report,
     _add_pretrain,
     _add_evaluate,
+    _add_featurize,
     _add_demo_web,
 ]
 
