@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -81,7 +82,8 @@ def test_torchrun_two_processes_on_cpu(tmp_path: Path) -> None:
         raise
     done = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     assert done.returncode == 0, done.stderr[-3000:]
-    reports = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    # The two ranks print at once, so their lines may run together: find each object.
+    reports = [json.loads(found) for found in re.findall(r"\{[^{}]*\}", done.stdout)]
     assert sorted(r["rank"] for r in reports) == [0, 1]
     assert all(r["world"] == 2 and r["steps"] == [4, 2] for r in reports)
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
