@@ -112,6 +112,31 @@ class PipelineConfig:
         return dataclasses.asdict(self)
 
 
+def unfiltered(config: PipelineConfig) -> PipelineConfig:
+    """`config` with every curation step off: the raw baseline a curated dataset is judged by.
+
+    Text filters, the language filter, the CLIP threshold, best-caption-per-image and every
+    dedupe stage are switched off; extraction, the safe fetch, image decoding and the image
+    size checks stay (a raw dataset still holds only usable images). CLIP still scores every
+    pair, so the raw dataset's parquet shows what the filters would have said.
+    """
+    return dataclasses.replace(
+        config,
+        text=dataclasses.replace(config.text, enabled=False),
+        language=dataclasses.replace(config.language, languages={}),
+        clip=dataclasses.replace(
+            config.clip,
+            policy="threshold",
+            min_score=-1.0,
+            min_score_by_language={},
+            best_caption_per_image=False,
+        ),
+        dedupe=dataclasses.replace(
+            config.dedupe, url=False, sha256=False, perceptual=False, caption=False, semantic=False
+        ),
+    )
+
+
 def _build(cls: type[Any], values: Any, where: str) -> Any:
     """Build dataclass `cls` from a mapping, checking names and simple types."""
     if values is None:

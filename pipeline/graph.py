@@ -91,16 +91,18 @@ class BuildDataset(beam.PTransform):
             | "FirstOfKey" >> beam.FlatMap(keep_first_of_key)
             | "SplitDuplicates" >> beam.Partition(LiveOrSettled(), 2)
         )
-        kept = (
+        if config.text.enabled:
+            unique = unique | "TextFilters" >> TextFilters(config.text)
+        scored = (
             unique
-            | "TextFilters" >> TextFilters(config.text)
             | "Language" >> LanguageFilter(config.language)
             | "Download"
             >> Download(config.fetch, config.image, config.fetch_threads, self.progress_folder)
             | "ClipScore" >> ClipScore(config.clip)
-            | "BestCaption" >> BestCaptionPerImage()
-            | "Dedupe" >> Deduplicate(config.dedupe)
         )
+        if config.clip.best_caption_per_image:
+            scored = scored | "BestCaption" >> BestCaptionPerImage()
+        kept = scored | "Dedupe" >> Deduplicate(config.dedupe)
         settled = (
             (settled_early, duplicates, kept | "Settle" >> beam.Map(Record.accepted_if_live))
             | "AllSettled" >> beam.Flatten()

@@ -13,7 +13,13 @@ from lait.cli import main
 from lait.dataset import DatasetFolder, check_stats
 from lait.demo_web import DemoSite, DemoWebServer, NoiseKind, build_site
 from lait.record import RejectReason, Stage
-from pipeline.config import ListSource, OutputConfig, PipelineConfig, SourcesConfig
+from pipeline.config import (
+    ListSource,
+    OutputConfig,
+    PipelineConfig,
+    SourcesConfig,
+    unfiltered,
+)
 from pipeline.fetch import FetchConfig
 from pipeline.run import run_pipeline
 
@@ -92,6 +98,26 @@ def test_crawl_counts_add_up_and_shards_read_back(crawled: DatasetFolder) -> Non
     assert len(keys) == stats["accepted"]
     widths = crawled.metadata(["width", "height", "original_width"]).to_pydict()
     assert min(widths["original_width"]) >= 300
+
+
+def test_unfiltered_crawl_keeps_what_curation_drops(
+    tmp_path: Path, server: DemoWebServer, crawled: DatasetFolder
+) -> None:
+    """The raw baseline (bench/data_value.py): no text, language, CLIP or dedupe decisions."""
+    folder = tmp_path / "raw"
+    sources = SourcesConfig(pages=(server.index_url,), depth=1)
+    run_pipeline(unfiltered(_config(folder, sources)), IN_PROCESS, show_progress=False)
+    raw = DatasetFolder(folder)
+    stats = raw.stats()
+    check_stats(stats)
+    curation = {Stage.TEXT_FILTER, Stage.LANGUAGE, Stage.CLIP, Stage.DEDUPE}
+    stages = {RejectReason(r).stage for r in raw.rejects(["reject_reason"]).column(0).to_pylist()}
+    assert not stages & curation, stages
+    assert stages  # extraction, fetch, decode and image-size rejects remain
+    assert stats["accepted"] > crawled.stats()["accepted"]
+    scores = raw.metadata(["clip_score"]).column(0).to_pylist()
+    assert all(score is not None for score in scores)  # scored, not filtered
+    assert min(scores) < 0.824 <= max(scores)  # it kept pairs the CLIP filter would drop
 
 
 def test_every_crawl_noise_kind_gets_its_reason(

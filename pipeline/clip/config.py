@@ -34,6 +34,8 @@ class ClipConfig:
     (key, image embedding, text embedding) for every scored pair (`ClipScoreWithEmbeddings`).
     Scores are rounded to `score_digits`, so that float noise from batch composition (which
     changes summation order) never changes a score or a decision between reruns.
+    `best_caption_per_image`: LAIT's aggregation, keep only the best-scored caption of each
+    image (False keeps every caption that passes).
     """
 
     model: str = "lait-demo-clip"
@@ -48,6 +50,7 @@ class ClipConfig:
     torch_threads: int | None = None
     keep_embeddings: bool = False
     score_digits: int = 4
+    best_caption_per_image: bool = True
 
     def __post_init__(self) -> None:
         if (

@@ -66,8 +66,10 @@ class TextFilterConfig:
     missing from that list count as out-of-vocabulary too. `max_images_per_caption` is
     LAIT's "drop texts shared by too many images": a caption (compared by counting key) on
     more distinct image URLs than this is rejected everywhere, counted over the whole run.
+    `enabled=False` skips the stage (captions pass as extracted: a raw baseline dataset).
     """
 
+    enabled: bool = True
     min_words: int = 2
     max_words: int = 64
     min_chars: int = 5
