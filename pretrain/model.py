@@ -8,6 +8,7 @@ losses. The text side has BERT's shapes, so `init_text_from_bert` can copy a BER
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 
@@ -292,14 +293,45 @@ class ImageBertForPreTraining(ImageBertPreTrainedModel):
         itc_region_mask: torch.Tensor | None = None,
         objective_weights: dict[str, float] | None = None,
         moc_variant: str = "ce",
+        itm_negatives: str = "random",
+        itm_swap: str = "both",
     ) -> ImageBertPreTrainingOutput:
         """Every objective whose labels are given and whose weight is not 0.
 
         Rows are (text, regions) pairs; `positive` marks matched pairs, and the masked losses
         (MLM, MOC, MRFR) only count on those. ITC runs two extra unimodal passes.
+        `itm_negatives="hard"` re-pairs the unmatched rows by ITC similarity (ALBEF): each
+        becomes a matched row's (masked) text with another matched row's (masked) regions,
+        drawn by softmax over the batch's similarities, so negatives are corrupted exactly as
+        positives are and ITM cannot tell them apart by the masking.
         """
+        if itm_negatives not in ("random", "hard"):
+            raise ValueError(f"itm_negatives is 'random' or 'hard', not {itm_negatives!r}")
         weights = {"mlm": 1.0, "moc": 1.0, "mrfr": 1.0, "itm": 1.0, "itc": 0.0}
         weights.update(objective_weights or {})
+        result = ImageBertPreTrainingOutput()
+        has_itc = itc_input_ids is not None and itc_region_features is not None
+        hard = itm_negatives == "hard" and itm_labels is not None and bool(weights["itm"])
+        if hard and not has_itc:
+            raise ValueError("hard ITM negatives need the ITC inputs (itc_input_ids, itc_region_*)")
+        if has_itc and (weights["itc"] or hard):
+            assert itc_region_features is not None and itc_input_ids is not None
+            assert itc_region_boxes is not None and itc_region_mask is not None
+            with contextlib.nullcontext() if weights["itc"] else torch.no_grad():
+                text = self.embed_text(itc_input_ids, itc_attention_mask)  # type: ignore[arg-type]
+                image = self.embed_image(itc_region_features, itc_region_boxes, itc_region_mask)
+            if weights["itc"]:
+                scale = self.contrastive.logit_scale.clamp(max=math.log(100)).exp()
+                result.losses["itc"], result.metrics["itc_acc"] = itc.loss(image, text, scale)
+            if hard:
+                assert positive is not None, "hard ITM negatives need `positive`"
+                rows = _hard_negative_rows(positive, image @ text.t(), itm_swap)
+                input_ids, attention_mask = input_ids[rows[0]], attention_mask[rows[0]]
+                region_features, region_boxes, region_mask = (
+                    region_features[rows[1]],
+                    region_boxes[rows[1]],
+                    region_mask[rows[1]],
+                )
         out = self.imagebert(input_ids, attention_mask, region_features, region_boxes, region_mask)
         hidden = out.last_hidden_state
         assert hidden is not None and out.pooler_output is not None
@@ -308,7 +340,6 @@ class ImageBertForPreTraining(ImageBertPreTrainedModel):
         if positive is None:
             positive = torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
-        result = ImageBertPreTrainingOutput()
         if mlm_labels is not None and weights["mlm"]:
             labels = mlm_labels.masked_fill(~positive[:, None], mlm.IGNORE)
             picked = labels != mlm.IGNORE
@@ -333,16 +364,23 @@ class ImageBertForPreTraining(ImageBertPreTrainedModel):
             logits = self.itm_head(out.pooler_output)
             result.itm_logits = logits
             result.losses["itm"], result.metrics["itm_acc"] = itm.loss(logits, itm_labels)
-        if itc_input_ids is not None and itc_region_features is not None and weights["itc"]:
-            assert itc_region_boxes is not None and itc_region_mask is not None
-            text = self.embed_text(itc_input_ids, itc_attention_mask)  # type: ignore[arg-type]
-            image = self.embed_image(itc_region_features, itc_region_boxes, itc_region_mask)
-            scale = self.contrastive.logit_scale.clamp(max=math.log(100)).exp()
-            result.losses["itc"], result.metrics["itc_acc"] = itc.loss(image, text, scale)
 
         total = sum(weights[name] * value for name, value in result.losses.items())
         result.loss = total if isinstance(total, torch.Tensor) else None
         return result
+
+
+def _hard_negative_rows(
+    positive: torch.Tensor, similarity: torch.Tensor, swap: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(text row, region row) for every batch row: matched rows keep their own, unmatched rows
+    get a hard pair drawn from the matched rows (the collator puts the B matched rows first)."""
+    n = int(positive.sum())
+    if not bool(positive[:n].all()) or positive.shape[0] != 2 * n:
+        raise ValueError("hard ITM negatives expect B matched rows followed by B unmatched rows")
+    caption, image = itm.hard_negative_pairs(similarity[:n, :n], swap)
+    own = torch.arange(n, device=positive.device)
+    return torch.cat([own, caption]), torch.cat([own, image])
 
 
 def init_text_from_bert(model: ImageBertForPreTraining, bert_name_or_path: str) -> list[str]:

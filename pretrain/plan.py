@@ -71,6 +71,7 @@ class StagePlan:
     whole_word_masking: bool = False
     region_mask_probability: float = 0.15
     itm_swap: str = "both"
+    itm_negatives: str = "random"  # or "hard": unmatched pairs drawn by ITC similarity (ALBEF)
     max_text_len: int = 40
 
 
@@ -171,9 +172,15 @@ def load_plan(
         stage.setdefault("name", f"stage{i + 1}")
         if "steps" not in stage:
             raise PlanError(f"{where}: `steps` is required")
-        stages.append(
-            _build(StagePlan, {**stage, "sources": specs, "objectives": objectives}, where)
-        )
+        built = _build(StagePlan, {**stage, "sources": specs, "objectives": objectives}, where)
+        if built.itm_negatives not in ("random", "hard"):
+            raise PlanError(
+                f"{where}: itm_negatives is 'random' or 'hard', not {built.itm_negatives!r}"
+            )
+        if built.itm_negatives == "hard" and built.objectives.itm and not built.objectives.itc:
+            # The similarities come from the ITC embeddings; they train only with ITC on.
+            raise PlanError(f"{where}: itm_negatives: hard needs the itc objective (weight > 0)")
+        stages.append(built)
     regions_raw = dict(raw.pop("regions", {}) or {})
     if "vocabulary" in regions_raw:
         regions_raw["vocabulary"] = tuple(regions_raw["vocabulary"])

@@ -326,7 +326,11 @@ def train_stage(
                 with sync:
                     with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                         out = wrapped(
-                            **inputs, objective_weights=weights, moc_variant=stage.moc_variant
+                            **inputs,
+                            objective_weights=weights,
+                            moc_variant=stage.moc_variant,
+                            itm_negatives=stage.itm_negatives,
+                            itm_swap=stage.itm_swap,
                         )
                     (out.loss / stage.grad_accum).backward()
                 for key, value in {**out.losses, **out.metrics}.items():

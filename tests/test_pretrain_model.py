@@ -240,6 +240,58 @@ def test_itm_negatives_never_pair_a_sample_with_itself() -> None:
         itm.derangement(1, rng)
 
 
+def test_hard_negatives_follow_similarity_and_never_pair_a_sample_with_itself() -> None:
+    torch.manual_seed(0)
+    n = 6
+    # Image i's most similar other caption is i+1 (mod n), by a wide margin.
+    similarity = torch.zeros(n, n)
+    similarity[torch.arange(n), (torch.arange(n) + 1) % n] = 20.0
+    similarity += 30.0 * torch.eye(n)
+    for swap in ("caption", "image", "both"):
+        captions, images = itm.hard_negative_pairs(similarity, swap)
+        assert (captions != images).all()
+    captions, images = itm.hard_negative_pairs(similarity, "caption")
+    assert images.tolist() == list(range(n))
+    assert captions.tolist() == [(i + 1) % n for i in range(n)]
+    captions, images = itm.hard_negative_pairs(similarity, "image")
+    assert images.tolist() == [(i - 1) % n for i in range(n)]  # column i's best other row
+    # Flat similarities: every other caption is drawn (a softmax, not an argmax).
+    drawn = {int(itm.hard_negative_pairs(torch.zeros(n, n), "caption")[0][0]) for _ in range(200)}
+    assert drawn == set(range(1, n))
+
+
+def test_hard_negative_rows_reuse_the_masked_matched_rows(
+    scenes: str, clip_regions: ClipGridRegions, tokenizer
+) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    batch = fixed_batch(scenes, clip_regions, tokenizer, n=6)
+    regions = clip_regions.encode(batch["regions"], "cpu")
+    model = ImageBertForPreTraining(tiny_config(clip_regions)).eval()
+    inputs = model_inputs(batch, regions, torch.Generator().manual_seed(0), "cpu")
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    hook = model.imagebert.register_forward_hook(
+        lambda _module, args, _output: seen.append((args[0], args[2])) if len(args) > 2 else None
+    )
+    weights = {"mlm": 1.0, "moc": 1.0, "mrfr": 1.0, "itm": 1.0, "itc": 1.0}
+    out = model(**inputs, objective_weights=weights, itm_negatives="hard")
+    hook.remove()
+    assert set(out.losses) == {"mlm", "moc", "mrfr", "itm", "itc"}
+    ids, features = seen[-1]  # the regions-only ITC pass runs first, then the multimodal one
+    for row in range(6, 12):
+        text_row = [j for j in range(6) if torch.equal(ids[row], inputs["input_ids"][j])]
+        region_row = [
+            j for j in range(6) if torch.equal(features[row], inputs["region_features"][j])
+        ]
+        assert text_row and region_row, "each negative is built from matched rows"
+        assert text_row[0] != region_row[0], "and never pairs a caption with its own image"
+    with pytest.raises(ValueError, match="ITC inputs"):
+        model(
+            **{k: v for k, v in inputs.items() if not k.startswith("itc_")},
+            objective_weights=weights,
+            itm_negatives="hard",
+        )
+
+
 def test_collator_masks_only_positives_for_loss(
     scenes: str, clip_regions: ClipGridRegions, tokenizer
 ) -> None:  # type: ignore[no-untyped-def]

@@ -39,3 +39,31 @@ def loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torc
     value = F.cross_entropy(logits.float(), labels)
     accuracy = (logits.argmax(-1) == labels).float().mean().detach()
     return value, accuracy
+
+
+def hard_negative_pairs(
+    similarity: torch.Tensor, swap: str = "both", generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(caption index, image index) of one hard negative per matched pair (ALBEF's sampling).
+
+    `similarity` is images x captions (unimodal embeddings, as ITC scores them). Image i gets a
+    caption j != i drawn with probability softmax(similarity[i]) over the others, and caption i
+    an image drawn the same way from similarity[:, i]; `swap` picks which (or a coin flip per
+    pair, "both"), as `negative_pairs` does for random negatives.
+    """
+    n = similarity.shape[0]
+    if n < 2:
+        raise ValueError("ITM needs at least 2 samples per batch to draw in-batch negatives")
+    eye = torch.eye(n, dtype=torch.bool, device=similarity.device)
+    logits = similarity.detach().float().masked_fill(eye, float("-inf"))
+    hard_caption = torch.multinomial(logits.softmax(dim=1), 1, generator=generator).squeeze(1)
+    hard_image = torch.multinomial(logits.t().softmax(dim=1), 1, generator=generator).squeeze(1)
+    own = torch.arange(n, device=similarity.device)
+    if swap == "caption":
+        return hard_caption, own
+    if swap == "image":
+        return own, hard_image
+    if swap != "both":
+        raise ValueError(f"unknown itm swap {swap!r}; use 'caption', 'image' or 'both'")
+    swap_caption = torch.rand(n, generator=generator, device=similarity.device) < 0.5
+    return torch.where(swap_caption, hard_caption, own), torch.where(swap_caption, own, hard_image)
