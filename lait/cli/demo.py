@@ -2,7 +2,9 @@
 
 Starts the demo web on 127.0.0.1, crawls its pages into `OUT/web` (stage 1 of pre-training
 reads it), fetches its Conceptual Captions and SBU lists through the same safe fetcher and
-downloads them into `OUT/cc_sbu` (stage 2), and writes the ground truth beside them.
+downloads them into `OUT/cc_sbu` (stage 2), and writes the ground truth beside them, with
+`OUT/lists/narratives.jsonl`: Localized Narratives of its scenes (word grounding, see
+`pretrain/plans/grounding.yaml`), whose `image_id`s are the shard samples' URLs.
 It writes each folder's quality report, then runs a short two-stage pre-training (web/, then
 cc_sbu/) and prints held-out retrieval against the same model untrained.
 """
@@ -33,6 +35,7 @@ def _fetch_lists(server: DemoWebServer, site: DemoSite, folder: Path) -> dict[st
             ("cc", site.cc_list_path),
             ("sbu_urls", site.sbu_urls_path),
             ("sbu_captions", site.sbu_captions_path),
+            ("narratives", site.narratives_path),
         ):
             local = folder / Path(path).name
             local.write_bytes(fetcher.fetch(server.url(path)).body)
@@ -132,7 +135,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(
         f"  cc_sbu/     stage-2 dataset: {cc_sbu['accepted']} samples in {cc_sbu['shards']} shards"
     )
-    print("  lists/      the demo web's CC and SBU lists, as downloaded")
+    print("  lists/      the demo web's CC and SBU lists and its narratives, as downloaded")
     if trained is not None:
         print(f"  pretrain/   checkpoints; final model: {trained['final']}")
     for name, html in reports.items():

@@ -175,6 +175,11 @@ class DemoWebServer:
         return self.url(self.site.sbu_captions_path)
 
     @property
+    def narratives_url(self) -> str:
+        """The Localized Narratives JSONL's URL (word-to-location traces of every scene)."""
+        return self.url(self.site.narratives_path)
+
+    @property
     def requests_served(self) -> int:
         """How many requests the server has answered (or is answering)."""
         with self._lock:
@@ -256,6 +261,7 @@ def serve(
         print(f"  CC list       {server.cc_list_url}", file=out)
         print(f"  SBU urls      {server.sbu_urls_url}", file=out)
         print(f"  SBU captions  {server.sbu_captions_url}", file=out)
+        print(f"  narratives    {server.narratives_url}", file=out)
         print(f"  robots.txt    {server.url(site.robots_path)}", file=out)
         if ground_truth_path is not None:
             count = truth.write_jsonl(ground_truth_path, base_url=server.base_url)

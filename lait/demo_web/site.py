@@ -13,11 +13,13 @@ base URL):
     /cc/NNNNNN.jpg, /sbu/NNNNNN.jpg         images of the caption lists
     /lists/cc.tsv               Conceptual Captions format: caption<TAB>url, no header
     /lists/sbu_urls.txt, /lists/sbu_captions.txt    SBU format: two line-aligned files
+    /lists/narratives.jsonl     Localized Narratives (timed words + mouse traces) of its scenes
     /robots.txt, /favicon.ico, /img/icons/share.png, /px.gif
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -78,15 +80,29 @@ class DemoSite:
     cc_list_path: str = "/lists/cc.tsv"
     sbu_urls_path: str = "/lists/sbu_urls.txt"
     sbu_captions_path: str = "/lists/sbu_captions.txt"
+    narratives_path: str = "/lists/narratives.jsonl"
 
     @property
     def page_paths(self) -> list[str]:
         """The gallery pages' paths, in order."""
         return [page.path for page in self.ground_truth.pages]
 
+    @functools.cached_property
+    def narratives(self) -> Resource:
+        """The Localized Narratives of the site's scenes (`lait.demo_web.narratives`).
+
+        Built on first use, not with the site: most users of a site never ask for them.
+        """
+        from lait.demo_web.narratives import format_jsonl, narrative_records
+
+        records = narrative_records(self.ground_truth.references, self.config.seed)
+        return Resource(format_jsonl(records), "application/jsonl; charset=utf-8", templated=True)
+
     def lookup(self, path: str) -> Resource | None:
         """The resource for a request path (query and fragment ignored), or None (404)."""
         bare = path.split("#", 1)[0].split("?", 1)[0]
+        if bare == self.narratives_path:
+            return self.narratives
         return self.resources.get(bare)
 
     def body(self, path: str, base_url: str) -> bytes:
