@@ -13,6 +13,13 @@ class ImageBertConfig(PretrainedConfig):
     The text side has BERT's shapes (so it can start from a BERT checkpoint); a region is a
     `region_feature_dim` feature vector plus a 5-d box (x1, y1, x2, y2, area, all in 0..1).
     Sizes go from tiny (tests: 32 hidden x 2 layers) to base (768 x 12).
+
+    `visual_backbone` (None: regions come from outside) makes the model Pixel-BERT: a trainable
+    CNN over pixels (spec in `pretrain.pixel_backbone`) whose feature-map cells are the regions,
+    `pixel_sample` of them kept per image in training.
+
+    `grounding_head` adds PixelLLM-style word grounding: a head regressing each text token's
+    point (x, y in 0..1) in the image from its multimodal state (`pretrain.objectives.grounding`).
     """
 
     model_type = "imagebert"
@@ -38,6 +45,9 @@ class ImageBertConfig(PretrainedConfig):
         num_region_classes: int = 1601,
         contrastive_dim: int = 256,
         tie_word_embeddings: bool = True,
+        visual_backbone: dict[str, Any] | None = None,
+        pixel_sample: int = 100,
+        grounding_head: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(pad_token_id=pad_token_id, **kwargs)  # type: ignore[call-arg]
@@ -59,6 +69,9 @@ class ImageBertConfig(PretrainedConfig):
         self.max_regions = max_regions
         self.num_region_classes = num_region_classes
         self.contrastive_dim = contrastive_dim
+        self.visual_backbone = visual_backbone
+        self.pixel_sample = pixel_sample
+        self.grounding_head = grounding_head
         if hidden_size % num_attention_heads:
             raise ValueError(
                 f"hidden_size {hidden_size} is not a multiple of num_attention_heads "

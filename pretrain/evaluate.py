@@ -53,6 +53,13 @@ def region_source_for(checkpoint: str | os.PathLike[str], device: str = "cpu") -
             features=spec.get("features", "tokens"),
             global_region=spec.get("global_region", False),
         )
+    elif spec["type"] == "pixels":
+        config = RegionsConfig(
+            type="pixels",
+            backbone=spec["backbone"],
+            image_size=spec["image_size"],
+            sample=spec.get("sample", 100),
+        )
     else:
         config = RegionsConfig(
             type=spec["type"],
@@ -146,6 +153,15 @@ def evaluate(
         region_source.encode(region_source.collate(prepared[i : i + batch_size]), "cpu")
         for i in range(0, n, batch_size)
     ]
+    if parts[0].pixels is not None:
+
+        def on_device(x: torch.Tensor | None) -> torch.Tensor:
+            assert x is not None
+            return x.to(device)
+
+        # Pixel-BERT: the regions are the model's own backbone cells (all of them in eval mode).
+        cells = [model.imagebert.pixel_regions(on_device(p.pixels)) for p in parts]
+        parts = [Regions(c.features.cpu(), c.boxes.cpu(), c.mask.cpu()) for c in cells]
     regions = Regions(
         torch.cat([p.features for p in parts]),
         torch.cat([p.boxes for p in parts]),

@@ -20,7 +20,9 @@ from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput
 
 from pretrain.config import ImageBertConfig
-from pretrain.objectives import itc, itm, mlm, moc, mrfr
+from pretrain.objectives import grounding, itc, itm, mlm, moc, mrfr, soft_mask
+from pretrain.pixel_backbone import PixelBackbone
+from pretrain.regions.base import Regions
 
 TEXT_SEGMENT, REGION_SEGMENT = 0, 1
 
@@ -78,6 +80,22 @@ class SelfAttention(nn.Module):
         )
         return self.out(y.transpose(1, 2).reshape(n, s, h))
 
+    def query_probabilities(
+        self, x: torch.Tensor, key_mask: torch.Tensor, queries: torch.Tensor
+    ) -> torch.Tensor:
+        """Attention weights (mean over heads, N x S) from one query position per row.
+
+        The forward pass uses fused attention, which never forms the weights; soft masks need
+        them for one token, so they are computed here from the same projections.
+        """
+        n, s, h = x.shape
+        picked = x[torch.arange(n, device=x.device), queries]  # N x H
+        q = self.qkv(picked)[:, :h].view(n, self.num_heads, 1, h // self.num_heads)
+        k = self.qkv(x)[..., h : 2 * h].view(n, s, self.num_heads, -1).transpose(1, 2)
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(h // self.num_heads)  # N x heads x 1 x S
+        scores = scores.masked_fill(~key_mask.bool(), float("-inf"))
+        return scores.float().softmax(-1).mean(1)[:, 0]
+
 
 class Layer(nn.Module):
     """A post-LN BERT layer (as BERT checkpoints expect)."""
@@ -103,6 +121,7 @@ class ImageBertOutput(ModelOutput):
 
     last_hidden_state: torch.Tensor | None = None
     pooler_output: torch.Tensor | None = None
+    query_attention: torch.Tensor | None = None  # N x S, last layer, from `attention_queries`
 
 
 class ImageBertPreTrainedModel(PreTrainedModel):
@@ -137,7 +156,20 @@ class ImageBertModel(ImageBertPreTrainedModel):
         self.embeddings = ImageBertEmbeddings(config)
         self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
+        self.visual = (
+            PixelBackbone(config.visual_backbone, config.pixel_sample)
+            if config.visual_backbone
+            else None
+        )
         self.post_init()
+
+    def pixel_regions(self, pixels: torch.Tensor) -> Regions:
+        """Pixel-BERT's regions of B images: the backbone's feature-map cells (a random sample
+        of them per image in training mode, all in eval mode) with their grid boxes."""
+        if self.visual is None:
+            raise ValueError("this model has no visual backbone (config.visual_backbone is None)")
+        features, boxes, mask = self.visual(pixels)
+        return Regions(features, boxes, mask)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embeddings.word_embeddings
@@ -153,11 +185,13 @@ class ImageBertModel(ImageBertPreTrainedModel):
         region_features: torch.Tensor | None = None,
         region_boxes: torch.Tensor | None = None,
         region_mask: torch.Tensor | None = None,
+        attention_queries: torch.Tensor | None = None,
     ) -> ImageBertOutput:
         """Encode `[CLS] text [SEP]` (input_ids, N x L) followed by regions (N x R x F).
 
         Masks are 1/True for real tokens and regions. For a regions-only pass give
-        input_ids = [[CLS]] per row.
+        input_ids = [[CLS]] per row. `attention_queries` (N token positions, -1 for none) also
+        returns the last layer's attention from those tokens (`query_attention`, detached).
         """
         parts = [self.embeddings.embed_text(input_ids)]
         masks = [
@@ -175,9 +209,21 @@ class ImageBertModel(ImageBertPreTrainedModel):
             )
         x = torch.cat(parts, dim=1)
         key_mask = torch.cat(masks, dim=1)[:, None, None, :]  # broadcast over heads and queries
-        for layer in self.layers:
+        query_attention = None
+        for i, layer in enumerate(self.layers):
+            if attention_queries is not None and i == len(self.layers) - 1:
+                assert isinstance(layer, Layer)
+                with torch.no_grad():
+                    query_attention = layer.attention.query_probabilities(
+                        x, key_mask, attention_queries.clamp(min=0)
+                    )
+                    query_attention[attention_queries < 0] = 0.0
             x = layer(x, key_mask)
-        return ImageBertOutput(last_hidden_state=x, pooler_output=torch.tanh(self.pooler(x[:, 0])))
+        return ImageBertOutput(
+            last_hidden_state=x,
+            pooler_output=torch.tanh(self.pooler(x[:, 0])),
+            query_attention=query_attention,
+        )
 
 
 class PredictionHead(nn.Module):
@@ -204,6 +250,39 @@ class ContrastiveHead(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
 
+class GroundingHead(nn.Module):
+    """PixelLLM-style word grounding: each text token's point (x, y) in the image, in 0..1.
+
+    A pointer, not a free regression: the token attends over its image's regions and points at
+    the attention-weighted mean of their box centres, plus a bounded offset regressed from its
+    state. Pointing at a region the token already relates to trains far faster on CPU budgets
+    than regressing coordinates from scratch, and stays inside the image by construction.
+    """
+
+    def __init__(self, config: ImageBertConfig) -> None:
+        super().__init__()
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.offset = PredictionHead(config, 2)
+        self.offset_range = 0.25
+
+    def forward(
+        self,
+        text_h: torch.Tensor,
+        region_h: torch.Tensor,
+        region_boxes: torch.Tensor,
+        region_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Points N x L x 2 for text states N x L x H over regions N x R x H (boxes N x R x 5)."""
+        scores = self.query(text_h) @ self.key(region_h).transpose(1, 2)
+        scores = scores.float() / math.sqrt(text_h.shape[-1])
+        scores = scores.masked_fill(~region_mask.bool()[:, None, :], float("-inf"))
+        centres = (region_boxes[..., :2].float() + region_boxes[..., 2:4].float()) / 2
+        pointed = scores.softmax(-1) @ centres
+        offset = self.offset_range * torch.tanh(self.offset(text_h).float())
+        return (pointed + offset).clamp(0.0, 1.0)
+
+
 @dataclass
 class ImageBertPreTrainingOutput:
     """`loss` is the weighted sum of `losses`; `metrics` are per-objective accuracies."""
@@ -217,7 +296,7 @@ class ImageBertPreTrainingOutput:
 
 
 class ImageBertForPreTraining(ImageBertPreTrainedModel):
-    """ImageBERT with the MLM, MOC, MRFR, ITM and ITC heads."""
+    """ImageBERT with the MLM, MOC, MRFR, ITM and ITC heads (and grounding, if configured)."""
 
     _tied_weights_keys = {  # noqa: RUF012 (transformers reads this class attribute)
         "mlm_head.decoder.weight": "imagebert.embeddings.word_embeddings.weight"
@@ -231,6 +310,7 @@ class ImageBertForPreTraining(ImageBertPreTrainedModel):
         self.mrfr_head = PredictionHead(config, config.region_feature_dim)
         self.itm_head = nn.Linear(config.hidden_size, 2)
         self.contrastive = ContrastiveHead(config)
+        self.grounding_head = GroundingHead(config) if config.grounding_head else None
         self.post_init()
 
     def get_output_embeddings(self) -> nn.Linear:
@@ -252,6 +332,30 @@ class ImageBertForPreTraining(ImageBertPreTrainedModel):
         out = self.imagebert(input_ids, attention_mask, region_features, region_boxes, region_mask)
         assert out.pooler_output is not None
         return F.log_softmax(self.itm_head(out.pooler_output).float(), dim=-1)[:, 1]
+
+    def predict_points(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        region_features: torch.Tensor,
+        region_boxes: torch.Tensor,
+        region_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Each text token's predicted point (N x L x 2, x and y in 0..1 of the image)."""
+        if self.grounding_head is None:
+            raise ValueError("this model has no grounding head; train with grounding_head: true")
+        out = self.imagebert(input_ids, attention_mask, region_features, region_boxes, region_mask)
+        assert out.last_hidden_state is not None
+        text_len = input_ids.shape[1]
+        hidden = out.last_hidden_state
+        mask = (
+            torch.ones(region_features.shape[:2], dtype=torch.bool, device=hidden.device)
+            if region_mask is None
+            else region_mask
+        )
+        return self.grounding_head(
+            hidden[:, :text_len], hidden[:, text_len:], region_boxes, mask
+        )
 
     def embed_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Unit-norm text embedding from a text-only pass (ITC space)."""
@@ -276,9 +380,9 @@ class ImageBertForPreTraining(ImageBertPreTrainedModel):
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
-        region_features: torch.Tensor,
-        region_boxes: torch.Tensor,
-        region_mask: torch.Tensor,
+        region_features: torch.Tensor | None = None,
+        region_boxes: torch.Tensor | None = None,
+        region_mask: torch.Tensor | None = None,
         positive: torch.Tensor | None = None,
         mlm_labels: torch.Tensor | None = None,
         masked_regions: torch.Tensor | None = None,
@@ -295,6 +399,14 @@ class ImageBertForPreTraining(ImageBertPreTrainedModel):
         moc_variant: str = "ce",
         itm_negatives: str = "random",
         itm_swap: str = "both",
+        grounding_points: torch.Tensor | None = None,
+        grounding_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_index: torch.Tensor | None = None,
+        itc_pixel_values: torch.Tensor | None = None,
+        itc_focal_gamma: float = 0.0,
+        soft_mask_words: torch.Tensor | None = None,
+        soft_mask_config: soft_mask.SoftMaskConfig | None = None,
     ) -> ImageBertPreTrainingOutput:
         """Every objective whose labels are given and whose weight is not 0.
 
@@ -304,11 +416,24 @@ class ImageBertForPreTraining(ImageBertPreTrainedModel):
         becomes a matched row's (masked) text with another matched row's (masked) regions,
         drawn by softmax over the batch's similarities, so negatives are corrupted exactly as
         positives are and ITM cannot tell them apart by the masking.
+
+        Pixel-BERT (`config.visual_backbone`): give the B images once as `pixel_values` and
+        each row's image as `image_index` instead of regions; the backbone runs once (twice with
+        an augmented ITC view `itc_pixel_values`). `itc_focal_gamma` > 0 makes ITC focal.
+        `soft_mask_words` (a token position per row, -1 for none) with the `soft_itm` weight adds
+        soft-masked ITM examples (`pretrain.objectives.soft_mask`).
         """
         if itm_negatives not in ("random", "hard"):
             raise ValueError(f"itm_negatives is 'random' or 'hard', not {itm_negatives!r}")
-        weights = {"mlm": 1.0, "moc": 1.0, "mrfr": 1.0, "itm": 1.0, "itc": 0.0}
+        weights = {"mlm": 1.0, "moc": 1.0, "mrfr": 1.0, "itm": 1.0, "itc": 0.0, "grounding": 0.0}
         weights.update(objective_weights or {})
+        if pixel_values is not None:
+            images, itc_images = self._pixel_regions(pixel_values, image_index, itc_pixel_values)
+            region_features, region_boxes, region_mask = images.features, images.boxes, images.mask
+            itc_region_features, itc_region_boxes = itc_images.features, itc_images.boxes
+            itc_region_mask = itc_images.mask
+        if region_features is None or region_boxes is None or region_mask is None:
+            raise ValueError("give region_features, region_boxes and region_mask, or pixel_values")
         result = ImageBertPreTrainingOutput()
         has_itc = itc_input_ids is not None and itc_region_features is not None
         hard = itm_negatives == "hard" and itm_labels is not None and bool(weights["itm"])
@@ -322,7 +447,9 @@ class ImageBertForPreTraining(ImageBertPreTrainedModel):
                 image = self.embed_image(itc_region_features, itc_region_boxes, itc_region_mask)
             if weights["itc"]:
                 scale = self.contrastive.logit_scale.clamp(max=math.log(100)).exp()
-                result.losses["itc"], result.metrics["itc_acc"] = itc.loss(image, text, scale)
+                result.losses["itc"], result.metrics["itc_acc"] = itc.loss(
+                    image, text, scale, gamma=itc_focal_gamma
+                )
             if hard:
                 assert positive is not None, "hard ITM negatives need `positive`"
                 rows = _hard_negative_rows(positive, image @ text.t(), itm_swap)
@@ -332,7 +459,15 @@ class ImageBertForPreTraining(ImageBertPreTrainedModel):
                     region_boxes[rows[1]],
                     region_mask[rows[1]],
                 )
-        out = self.imagebert(input_ids, attention_mask, region_features, region_boxes, region_mask)
+        soft = soft_mask_words is not None and bool(weights.get("soft_itm", 0.0))
+        out = self.imagebert(
+            input_ids,
+            attention_mask,
+            region_features,
+            region_boxes,
+            region_mask,
+            attention_queries=soft_mask_words if soft else None,
+        )
         hidden = out.last_hidden_state
         assert hidden is not None and out.pooler_output is not None
         text_len = input_ids.shape[1]
@@ -364,10 +499,69 @@ class ImageBertForPreTraining(ImageBertPreTrainedModel):
             logits = self.itm_head(out.pooler_output)
             result.itm_logits = logits
             result.losses["itm"], result.metrics["itm_acc"] = itm.loss(logits, itm_labels)
+        if soft and out.query_attention is not None:
+            assert soft_mask_words is not None
+            result.losses["soft_itm"], result.metrics["soft_itm_acc"] = self._soft_masked_itm(
+                input_ids,
+                attention_mask,
+                Regions(region_features, region_boxes, region_mask),
+                out.query_attention[:, text_len:],
+                soft_mask_words,
+                soft_mask_config or soft_mask.SoftMaskConfig(),
+            )
+        if grounding_points is not None and grounding_mask is not None and weights["grounding"]:
+            if self.grounding_head is None:
+                raise ValueError("the grounding objective needs model: {grounding_head: true}")
+            picked = grounding_mask.bool() & positive[:, None]
+            points = self.grounding_head(text_h, region_h, region_boxes, region_mask)
+            predicted = points[picked]
+            result.losses["grounding"], result.metrics["grounding_l1"] = grounding.loss(
+                predicted, grounding_points[picked]
+            )
 
         total = sum(weights[name] * value for name, value in result.losses.items())
         result.loss = total if isinstance(total, torch.Tensor) else None
         return result
+
+    def _pixel_regions(
+        self,
+        pixel_values: torch.Tensor,
+        image_index: torch.Tensor | None,
+        itc_pixel_values: torch.Tensor | None,
+    ) -> tuple[Regions, Regions]:
+        """(the rows' regions, the B images' regions for ITC) from the backbone, run once per
+        image (and once more on an augmented ITC view)."""
+        images = self.imagebert.pixel_regions(pixel_values)
+        rows = images if image_index is None else images.index(image_index)
+        itc_images = (
+            images if itc_pixel_values is None else self.imagebert.pixel_regions(itc_pixel_values)
+        )
+        return rows, itc_images
+
+    def _soft_masked_itm(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        regions: Regions,
+        word_attention: torch.Tensor,
+        words: torch.Tensor,
+        config: soft_mask.SoftMaskConfig,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """ITM loss and accuracy on soft-masked copies of the rows that have a chosen word."""
+        rows = words >= 0
+        if not bool(rows.any()):
+            zero = self.itm_head.weight.sum() * 0.0
+            return zero, zero.detach()
+        features, _ = soft_mask.apply(
+            regions.features[rows], word_attention[rows], regions.mask[rows], config
+        )
+        out = self.imagebert(
+            input_ids[rows], attention_mask[rows], features, regions.boxes[rows], regions.mask[rows]
+        )
+        assert out.pooler_output is not None
+        label = 1 if config.label == "matched" else 0
+        labels = torch.full((int(rows.sum()),), label, dtype=torch.long, device=input_ids.device)
+        return itm.loss(self.itm_head(out.pooler_output), labels)
 
 
 def _hard_negative_rows(

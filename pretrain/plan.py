@@ -16,7 +16,7 @@ save_every: 50
 evaluate: {top_k: 16, max_samples: 200, after_each_stage: true}
 stages:
   - name: web
-    sources: [{path: "{data_root}/web", weight: 1.0}]
+    sources: [{path: "{data_root}/web", weight: 1.0}]   # + narratives: FILE.jsonl (grounding)
     steps: 300
     batch_size: 32
     grad_accum: 1
@@ -46,6 +46,8 @@ import yaml
 
 from pretrain.data import SourceSpec
 from pretrain.objectives import ObjectiveWeights
+from pretrain.objectives.augment import AugmentConfig
+from pretrain.objectives.soft_mask import SoftMaskConfig
 from pretrain.regions import RegionsConfig
 
 
@@ -73,6 +75,9 @@ class StagePlan:
     itm_swap: str = "both"
     itm_negatives: str = "random"  # or "hard": unmatched pairs drawn by ITC similarity (ALBEF)
     max_text_len: int = 40
+    itc_focal_gamma: float = 0.0  # focal ITC (Park & Han): 0 is plain ITC
+    soft_mask: SoftMaskConfig = field(default_factory=SoftMaskConfig)  # for the soft_itm objective
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # the ITC views' distortions
 
 
 @dataclass(frozen=True)
@@ -136,6 +141,21 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
         raise PlanError(f"{where}: {error}") from error
 
 
+def _pixel_objectives(objectives: dict[str, Any], where: str) -> None:
+    """Pixel-BERT trains MLM + ITM (+ ITC): MOC and MRFR have no labels or fixed targets there.
+
+    Left out, they are turned off; asked for, the plan is an error that says so.
+    """
+    for name in ("moc", "mrfr"):
+        if objectives.get(name, 0.0):
+            raise PlanError(
+                f"{where}: objectives.{name} needs region labels or fixed region features, which "
+                f"`regions: {{type: pixels}}` does not have; set {name}: 0 (Pixel-BERT trains "
+                "MLM and ITM, optionally ITC)"
+            )
+        objectives[name] = 0.0
+
+
 def load_plan(
     plan: str | os.PathLike[str] | dict[str, Any] | Plan,
     overrides: dict[str, Any] | None = None,
@@ -165,10 +185,26 @@ def load_plan(
         specs = tuple(
             SourceSpec(str(s).replace("{data_root}", data_root))
             if isinstance(s, str)
-            else SourceSpec(str(s["path"]).replace("{data_root}", data_root), s.get("weight", 1.0))
+            else SourceSpec(
+                str(s["path"]).replace("{data_root}", data_root),
+                s.get("weight", 1.0),
+                str(s["narratives"]).replace("{data_root}", data_root)
+                if s.get("narratives")
+                else None,
+            )
             for s in sources
         )
-        objectives = _build(ObjectiveWeights, stage.pop("objectives", {}) or {}, where)
+        objectives_raw = dict(stage.pop("objectives", {}) or {})
+        if (raw.get("regions") or {}).get("type") == "pixels":
+            _pixel_objectives(objectives_raw, where)
+        objectives = _build(ObjectiveWeights, objectives_raw, where)
+        for name, cls in (("soft_mask", SoftMaskConfig), ("augment", AugmentConfig)):
+            try:
+                stage[name] = _build(cls, stage.pop(name, {}) or {}, f"{where}.{name}")
+            except PlanError:
+                raise
+            except ValueError as error:
+                raise PlanError(f"{where}: {error}") from error
         stage.setdefault("name", f"stage{i + 1}")
         if "steps" not in stage:
             raise PlanError(f"{where}: `steps` is required")

@@ -51,6 +51,7 @@ from pretrain.data import (
 )
 from pretrain.inputs import model_inputs
 from pretrain.model import ImageBertForPreTraining, init_text_from_bert
+from pretrain.objectives.soft_mask import non_content_ids
 from pretrain.plan import Plan, StagePlan, load_plan
 from pretrain.regions import RegionSource, build_region_source
 from pretrain.text import load_tokenizer
@@ -152,9 +153,18 @@ def build_model(plan: Plan, regions: RegionSource, tokenizer: Any) -> ImageBertF
             "region_feature_dim": regions.feature_dim,
             "max_regions": regions.max_regions,
             "num_region_classes": max(1, regions.num_classes),
+            # A plan that trains grounding in any stage gets the head from the start.
+            "grounding_head": bool(plan.model.get("grounding_head"))
+            or any(s.objectives.grounding for s in plan.stages),
+            **regions.model_config(),  # e.g. Pixel-BERT's trainable backbone
         }
     )
     model = ImageBertForPreTraining(config)
+    weights_path = (config.visual_backbone or {}).get("weights")
+    if weights_path and model.imagebert.visual is not None:
+        from pretrain.pixel_backbone import load_backbone_weights
+
+        load_backbone_weights(model.imagebert.visual, weights_path)
     if plan.text_model != "none":
         from pretrain.text import resolve_text_model
 
@@ -238,6 +248,8 @@ def train_stage(
     model.to(device)  # type: ignore[arg-type]
     model.train()
     weights = stage.objectives.as_dict()
+    # Soft masks pick a content word per matched row; these token ids are never picked.
+    skip_ids = non_content_ids(tokenizer) if weights.get("soft_itm") else None
     wrapped: torch.nn.Module = model
     if distributed.world_size > 1:
         wrapped = DistributedDataParallel(
@@ -316,7 +328,14 @@ def train_stage(
                 corrupt += batch["corrupt"]
                 encoded = regions.encode(batch["regions"], device)
                 inputs = model_inputs(
-                    batch, encoded, generator, device, stage.region_mask_probability
+                    batch,
+                    encoded,
+                    generator,
+                    device,
+                    stage.region_mask_probability,
+                    augment=stage.augment,
+                    mask_token_id=tokenizer.mask_token_id,
+                    soft_mask_skip_ids=skip_ids,
                 )
                 sync = (
                     contextlib.nullcontext()
@@ -331,6 +350,8 @@ def train_stage(
                             moc_variant=stage.moc_variant,
                             itm_negatives=stage.itm_negatives,
                             itm_swap=stage.itm_swap,
+                            itc_focal_gamma=stage.itc_focal_gamma,
+                            soft_mask_config=stage.soft_mask,
                         )
                     (out.loss / stage.grad_accum).backward()
                 for key, value in {**out.losses, **out.metrics}.items():
@@ -551,6 +572,27 @@ def run_plan(
         }
         if final_eval and previous is not None:
             result["final_eval"] = evaluate(previous, folders, **options)
+            narrated = list(
+                dict.fromkeys(
+                    (s.path, s.narratives) for st in plan.stages for s in st.sources if s.narratives
+                )
+            )
+            if narrated and ImageBertConfig.from_pretrained(previous).grounding_head:
+                from pretrain.grounding import evaluate_grounding
+
+                try:
+                    result["grounding_eval"] = evaluate_grounding(
+                        previous,
+                        narrated,
+                        holdout=plan.holdout,
+                        region_source=regions,
+                        tokenizer=tokenizer,
+                        max_samples=plan.evaluate.max_samples,
+                        batch_size=plan.evaluate.batch_size,
+                        device=str(device),
+                    )
+                except ValueError as error:  # e.g. narratives without word boxes: no measure
+                    result["grounding_eval"] = {"error": str(error)}
         if evaluate_untrained:
             _seed_everything(plan.seed)
             untrained = build_model(plan, regions, tokenizer)

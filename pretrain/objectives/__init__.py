@@ -1,8 +1,9 @@
 """Pre-training objectives, one module each: how its inputs are corrupted and its loss.
 
 MLM (masked language modelling), MOC (masked object classification), MRFR (masked region
-feature regression), ITM (image-text matching) and ITC (image-text contrastive). A stage's
-plan gives each a weight; 0 turns it off.
+feature regression), ITM (image-text matching), ITC (image-text contrastive) and grounding
+(each token's point in the image, from Localized Narratives traces). A stage's plan gives each
+a weight; 0 turns it off.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ class ObjectiveWeights:
     mrfr: float = 1.0
     itm: float = 1.0
     itc: float = 0.0
+    grounding: float = 0.0  # needs narratives on a source and the model's grounding head
+    soft_itm: float = 0.0  # soft-masked ITM examples (the stage's `soft_mask:` section)
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
 
 
-NAMES: tuple[str, ...] = ("mlm", "moc", "mrfr", "itm", "itc")
+NAMES: tuple[str, ...] = ("mlm", "moc", "mrfr", "itm", "itc", "grounding", "soft_itm")

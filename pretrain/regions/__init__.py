@@ -1,4 +1,4 @@
-"""Region features behind one interface: `clip-grid` (default) and `precomputed`."""
+"""Region features behind one interface: `clip-grid` (default), `precomputed` and `pixels`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 from pretrain.regions.base import Regions, RegionSource, grid_boxes
 from pretrain.regions.clip_grid import ClipGridRegions
+from pretrain.regions.pixels import PixelRegions
 from pretrain.regions.precomputed import PrecomputedRegions
 from pretrain.regions.vocabulary import DEFAULT_VOCABULARY
 
@@ -17,7 +18,9 @@ class RegionsConfig:
 
     clip-grid: `model` (an open_clip name, tag or local path the shared loader understands)
     and `pretrained`; `vocabulary` for MOC labels. precomputed: `feature_dim`, `num_classes`,
-    `max_regions`, `member`, `sidecar_dir`.
+    `max_regions`, `member`, `sidecar_dir`. pixels (Pixel-BERT): `backbone` (the model's CNN:
+    `{type: resnet, width, depths}` or `{type: resnet18|resnet50, weights: LOCAL_PATH}`),
+    `image_size`, `sample` (cells kept per image in training).
     """
 
     type: str = "clip-grid"
@@ -33,6 +36,11 @@ class RegionsConfig:
     max_regions: int = 100
     member: str = "npz"
     sidecar_dir: str | None = "regions"
+    backbone: dict[str, Any] = field(
+        default_factory=lambda: {"type": "resnet", "width": 32, "depths": [1, 1, 1, 1]}
+    )
+    image_size: int = 224
+    sample: int = 100
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -71,14 +79,22 @@ def build_region_source(config: RegionsConfig, device: str = "cpu") -> RegionSou
             member=config.member,
             sidecar_dir=config.sidecar_dir,
         )
+    if config.type == "pixels":
+        from pretrain.pixel_backbone import BackboneError
+
+        try:
+            return PixelRegions(config.backbone, image_size=config.image_size, sample=config.sample)
+        except BackboneError as error:
+            raise RegionSourceError(f"regions.backbone: {error}") from error
     raise RegionSourceError(
-        f"unknown region source {config.type!r}; use 'clip-grid' or 'precomputed'"
+        f"unknown region source {config.type!r}; use 'clip-grid', 'precomputed' or 'pixels'"
     )
 
 
 __all__ = [
     "DEFAULT_VOCABULARY",
     "ClipGridRegions",
+    "PixelRegions",
     "PrecomputedRegions",
     "RegionSource",
     "RegionSourceError",

@@ -20,12 +20,16 @@ from pretrain.shards import RawSample
 @dataclass
 class Regions:
     """A batch's regions: features B x R x F, boxes B x R x 5 (x1, y1, x2, y2, area in 0..1),
-    mask B x R (True = a real region), and optionally class probabilities B x R x C."""
+    mask B x R (True = a real region), and optionally class probabilities B x R x C.
+
+    The `pixels` source gives `pixels` (B x 3 x H x W) instead and R = 0: its features come
+    from the model's own backbone (`ImageBertModel.pixel_regions`)."""
 
     features: torch.Tensor
     boxes: torch.Tensor
     mask: torch.Tensor
     class_probs: torch.Tensor | None = None
+    pixels: torch.Tensor | None = None
 
     def labels(self) -> torch.Tensor | None:
         return None if self.class_probs is None else self.class_probs.argmax(-1)
@@ -37,6 +41,7 @@ class Regions:
             self.boxes[rows],
             self.mask[rows],
             None if self.class_probs is None else self.class_probs[rows],
+            None if self.pixels is None else self.pixels[rows],
         )
 
 
@@ -60,6 +65,10 @@ class RegionSource(ABC):
     @abstractmethod
     def encode(self, inputs: dict[str, torch.Tensor], device: torch.device | str) -> Regions:
         """Trainer-side work on a collated batch: the regions, on `device`."""
+
+    def model_config(self) -> dict[str, Any]:
+        """`ImageBertConfig` fields the model needs for this source (a trainable backbone)."""
+        return {}
 
     @abstractmethod
     def spec(self) -> dict[str, Any]:
