@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from pretrain.narratives import Narrative, NarrativeIndex, token_targets
 from pretrain.objectives import itm, mlm
 from pretrain.regions.base import RegionSource
 from pretrain.shards import CorruptSampleError, RawSample, read_shard, shard_paths
@@ -34,10 +35,12 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """One dataset folder in a stage's mix, with its sampling weight."""
+    """One dataset folder in a stage's mix, with its sampling weight, and optionally a
+    Localized Narratives JSONL whose captions and word points its samples train on."""
 
     path: str
     weight: float = 1.0
+    narratives: str | None = None
 
 
 def held_out(key: str, fraction: float) -> bool:
@@ -233,6 +236,9 @@ class PretrainStream(IterableDataset[dict[str, Any]]):
         self.rank, self.world_size, self.holdout = rank, world_size, holdout
         self.start_states = start_states or {}
         self.worker_offset = worker_offset
+        self.narratives = [
+            NarrativeIndex.load(s.narratives) if s.narratives else None for s in self.sources
+        ]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
@@ -261,14 +267,21 @@ class PretrainStream(IterableDataset[dict[str, Any]]):
         corrupt_seen = 0
         while True:
             items: list[tuple[str, str, dict[str, Any]]] = []
+            narrated: list[Narrative | None] = []
             while len(items) < self.batch_size:
                 source = int(rng.choice(len(cursors), p=self.weights))
                 sample = cursors[source].next()
+                index = self.narratives[source]
+                narrative = index.find(sample) if index is not None else None
                 try:
-                    items.append((sample.key, sample.caption(), self.region_source.prepare(sample)))
+                    caption = narrative.caption if narrative else sample.caption()
+                    items.append((sample.key, caption, self.region_source.prepare(sample)))
+                    narrated.append(narrative)
                 except (CorruptSampleError, UnicodeDecodeError):
                     corrupt_seen += 1
             batch = self.collator(items, rng)
+            if any(index is not None for index in self.narratives):
+                batch.update(self._grounding_targets(batch, narrated))
             state["rng"] = rng.bit_generator.state
             state["batches"] += 1
             corrupt_total = corrupt_seen + sum(c.corrupt for c in cursors)
@@ -276,6 +289,23 @@ class PretrainStream(IterableDataset[dict[str, Any]]):
             state["corrupt"] = corrupt_total
             batch["data_state"] = {"worker": logical, "state": copy.deepcopy(state)}
             yield batch
+
+
+    def _grounding_targets(
+        self, batch: dict[str, Any], narrated: list[Narrative | None]
+    ) -> dict[str, torch.Tensor]:
+        """Per caption (B x L): each token's point from its word's narrative trace, and a mask."""
+        targets = token_targets(
+            self.collator.tokenizer,
+            batch["captions"],
+            narrated,
+            self.collator.config.max_text_len,
+            length=batch["itc_input_ids"].shape[1],
+        )
+        return {
+            "grounding_points": torch.from_numpy(targets["points"]),
+            "grounding_mask": torch.from_numpy(targets["mask"]),
+        }
 
 
 def make_loader(stream: PretrainStream, num_workers: int, pin_memory: bool = False) -> DataLoader:

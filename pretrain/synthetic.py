@@ -49,10 +49,13 @@ def write_scene_folder(
     source: str = "web",
     image_size: int = 96,
     shuffle_captions: bool = False,
+    narratives: str | None = None,
 ) -> str:
     """Write a LAIT dataset folder of `n` demo-web scenes with their true captions.
 
     `shuffle_captions` pairs each image with another scene's caption (a noisy, uncurated set).
+    `narratives` also writes there the scenes' Localized Narratives (as the demo web makes
+    them), whose `image_id`s are the samples' urls.
     """
     from lait.dataset import DatasetWriter
     from lait.demo_web.scenes import describe_scene, random_scene, render_scene
@@ -63,6 +66,16 @@ def write_scene_folder(
     captions = [describe_scene(s, rng) for s in scenes]
     if shuffle_captions:
         rng.shuffle(captions)
+    urls = [f"http://127.0.0.1/{source}/{seed}/{i}.jpg" for i in range(n)]
+    if narratives is not None:
+        import json
+
+        from lait.demo_web.narratives import narrate
+
+        with open(narratives, "w", encoding="utf-8") as handle:
+            for scene, url in zip(scenes, urls, strict=True):
+                told = narrate(scene, describe_scene(scene, rng), url, random.Random(url))
+                handle.write(json.dumps(told) + "\n")
     with DatasetWriter(folder, samples_per_shard=samples_per_shard, overwrite=True) as writer:
         for i, (scene, caption) in enumerate(zip(scenes, captions, strict=True)):
             buffer = io.BytesIO()
@@ -70,7 +83,7 @@ def write_scene_folder(
             image = buffer.getvalue()
             record = Record.candidate(
                 source=source,
-                url=f"http://127.0.0.1/{source}/{seed}/{i}.jpg",
+                url=urls[i],
                 caption=caption,
                 caption_source=CaptionSource.ALT,
             )
