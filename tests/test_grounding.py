@@ -71,7 +71,7 @@ def test_demo_web_traces_point_at_each_object_while_its_words_are_said() -> None
         # Between objects the mouse moves: some points lie outside every object.
         travelling += any(not any(_inside(p, list(b)) for b in true_boxes) for p in trace)
     assert travelling > len(records) // 2
-    # Deterministic from the seed; another seed gives other traces.
+    # Deterministic from the seed.
     assert narrative_records(build_site(seed=5, n_images=40).ground_truth.references, 5) == (
         narrative_records(site.ground_truth.references, 5)
     )

@@ -241,6 +241,13 @@ def _run_pretrain(args: argparse.Namespace) -> int:
     print(f"final checkpoint: {result['final']}")
     if result.get("final_eval"):
         print(format_retrieval("held-out", result["final_eval"]))
+    grounding = result.get("grounding_eval") or {}
+    if "point_acc" in grounding:
+        print(
+            f"held-out point accuracy {grounding['point_acc']:.3f} (chance "
+            f"{grounding['chance']:.3f}, {grounding['tokens']} tokens of {grounding['samples']} "
+            "narrated samples)"
+        )
     return 0
 
 
