@@ -356,3 +356,40 @@ def test_softmask_plan_with_focal_itc_and_augmentation_trains(tmp_path: Path, sc
     logged = json.loads((tmp_path / "01-web" / "log.jsonl").read_text().splitlines()[-1])
     assert {"soft_itm", "soft_itm_acc", "itc"} <= set(logged)
     assert math.isfinite(logged["soft_itm"])
+
+
+def _itc_rank(rank: int, world: int, port: int, image: torch.Tensor, text: torch.Tensor) -> None:
+    import torch.distributed as dist
+
+    full, _ = itc.loss(image, text, torch.tensor(10.0), gamma=1.0)  # one process, whole batch
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    try:
+        half = image.shape[0] // world
+        rows = slice(rank * half, (rank + 1) * half)
+        local_image = image[rows].clone().requires_grad_(True)
+        value, _ = itc.loss(local_image, text[rows], torch.tensor(10.0), gamma=1.0)
+        value.backward()
+        assert local_image.grad is not None and local_image.grad.abs().sum() > 0
+        total = value.detach().clone()
+        dist.all_reduce(total)
+        # Every rank's rows against every rank's batch: the ranks' mean is the whole batch's.
+        torch.testing.assert_close(total / world, full)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two spawned processes (~10 s)
+def test_itc_negatives_are_gathered_across_ranks() -> None:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.manual_seed(0)
+    image = F.normalize(torch.randn(8, 6), dim=-1)
+    text = F.normalize(torch.randn(8, 6), dim=-1)
+    mp.spawn(_itc_rank, args=(2, port, image, text), nprocs=2, join=True)
