@@ -57,3 +57,27 @@ def test_metadata_round_trip() -> None:
     assert set(metadata) == set(METADATA_FIELDS) and "image" not in metadata
     assert metadata["reject_reason"] == "timeout" and metadata["caption_source"] == "list"
     assert Record.from_metadata(metadata) == record
+
+
+def test_replacer_builds_what_replace_builds() -> None:
+    import pickle
+
+    from lait.record import make_replacer
+
+    record = Record.candidate(
+        source="s", url="u", caption="c", caption_source=CaptionSource.ALT
+    ).rejected(RejectReason.TIMEOUT, "5 s")
+    with_language = make_replacer("language", "language_score")
+    fast = with_language(record, "en", 0.25)
+    slow = dataclasses.replace(record, language="en", language_score=0.25)
+    assert type(fast) is Record and fast == slow and hash(fast) == hash(slow)
+    assert [getattr(fast, f) for f in METADATA_FIELDS] == [
+        getattr(slow, f) for f in METADATA_FIELDS
+    ]
+    assert pickle.loads(pickle.dumps(fast)) == slow
+    assert dataclasses.replace(fast, language="fr").language == "fr"
+    assert record.language is None  # the source is untouched
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.language = "de"  # type: ignore[misc]
+    with pytest.raises(ValueError, match="unknown or repeated"):
+        make_replacer("langauge")
