@@ -56,3 +56,41 @@ def test_transform_labels_rejects_and_passes_settled() -> None:
     assert french.reject_reason is RejectReason.WRONG_LANGUAGE and french.language == "fr"
     assert out[("http://h/0", Status.REJECTED)] == settled
     assert LanguageConfig().languages == {"en": 0.05}
+
+
+def test_top_language_first_pass_decides_as_the_top_k_pass() -> None:
+    from pipeline.langid.transform import IdentifyLanguage
+
+    captions = [
+        "a large red circle above a small blue square",
+        "a small yellow circle",  # fastText's top guess is not en; en is in its top 3
+        "ein kleiner gelber Kreis",
+        "un petit cercle rouge\nsur fond bleu",
+        "el perro negro",
+        "",
+        "IMG_1234.jpg",
+    ] * 3
+    records = [
+        Record.candidate(
+            source="t", url=f"http://h/{i}", caption=c, caption_source=CaptionSource.ALT
+        )
+        for i, c in enumerate(captions)
+    ]
+    records[4] = records[4].rejected(RejectReason.ICON)
+    for languages in ({"en": 0.05}, {"en": 0.2, "de": 0.5, "fr": 0.01}, {}):
+        config = LanguageConfig(languages=languages)
+        two_pass, one_pass = IdentifyLanguage(config), IdentifyLanguage(config)
+        two_pass.setup()
+        one_pass.setup()
+        one_pass.top_first = False
+        first = list(two_pass.process(records))
+        assert first == list(one_pass.process(records))
+        assert [r.url for r in first] == [r.url for r in records]  # order kept
+        assert first[4] is records[4]  # settled records pass through untouched
+    # a batch the first pass settles too little of switches a worker to the top-k pass
+    foreign = [r for r in records if r.caption.startswith(("ein", "el"))]
+    two_pass = IdentifyLanguage(LanguageConfig())
+    two_pass.setup()
+    assert two_pass.top_first
+    out = list(two_pass.process(foreign))
+    assert not two_pass.top_first and out[0].reject_reason is RejectReason.WRONG_LANGUAGE
