@@ -290,7 +290,6 @@ class PretrainStream(IterableDataset[dict[str, Any]]):
             batch["data_state"] = {"worker": logical, "state": copy.deepcopy(state)}
             yield batch
 
-
     def _grounding_targets(
         self, batch: dict[str, Any], narrated: list[Narrative | None]
     ) -> dict[str, torch.Tensor]:

@@ -353,9 +353,7 @@ class ImageBertForPreTraining(ImageBertPreTrainedModel):
             if region_mask is None
             else region_mask
         )
-        return self.grounding_head(
-            hidden[:, :text_len], hidden[:, text_len:], region_boxes, mask
-        )
+        return self.grounding_head(hidden[:, :text_len], hidden[:, text_len:], region_boxes, mask)
 
     def embed_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Unit-norm text embedding from a text-only pass (ITC space)."""
