@@ -3,7 +3,7 @@
 A pHash is cut into `bands` bit ranges; records that share any range's value meet in one
 GroupByKey bucket, and inside it every pair within `threshold` bits (and the colour check)
 becomes an edge. Two hashes within `bands - 1` bits always share a band; farther pairs meet
-with a probability that falls with distance (see `bench/dedupe.py` for the measured recall).
+with a probability that falls with distance (see `bench/dedupe_scale.py` for the measured recall).
 """
 
 from __future__ import annotations

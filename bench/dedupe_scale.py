@@ -6,10 +6,10 @@ naive all-pairs baseline (numpy, one process) against the same Beam stage at 10k
 the hashes are planted copies of another hash with 1-8 bits flipped; recall counts the
 copies that end in their original's cluster. The last stdout line is one JSON object.
 
-    .venv/bin/python -m bench.dedupe [--sizes 100000,1000000] [--mode in_memory]
+    .venv/bin/python bench/dedupe_scale.py [--sizes 100000,1000000] [--mode in_memory]
 
-Run it with -m from the repository root: as `python bench/dedupe.py` this file's own name
-would shadow the `dedupe` package it measures.
+(Named dedupe_scale, not dedupe: a script's folder comes first on sys.path, and a
+bench/dedupe.py would shadow the `dedupe` package for every bench script.)
 """
 
 from __future__ import annotations
