@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 import pretrain
 from lait.cli import main
@@ -41,7 +42,8 @@ def test_pretrain_then_evaluate_from_the_cli(
     printed = capsys.readouterr().out
     final = run / "02-cc_sbu" / "final"
     assert f"final checkpoint: {final}" in printed and "image→text R@1" in printed
-    assert ImageBertForPreTraining.from_pretrained(final).config.num_hidden_layers == 2
+    layers = yaml.safe_load(DEMO_PLAN.read_text())["model"]["num_hidden_layers"]
+    assert ImageBertForPreTraining.from_pretrained(final).config.num_hidden_layers == layers
 
     assert (
         main(
