@@ -5,7 +5,8 @@ demo` runs it, and (b) raw, everything that downloaded and decoded (`pipeline.co
 unfiltered`: no text, language or CLIP filters, every caption of an image, no dedupe). Then
 pre-trains the same model for the same steps on each (stage 1 of pretrain/plans/demo.yaml)
 and evaluates both on the same clean held-out samples (the curated folder's hold-out split;
-keys are hash-held-out in both runs, so neither trains on them). Prints R@1 of both and their
+images are held out by a hash of their bytes in both runs, so neither trains on them, under
+any caption). Prints R@1 of both and their
 ratio; curated should win.
 
     python bench/data_value.py [--steps 300] [--seeds 0 1] [--curated DIR --raw DIR]

@@ -7,8 +7,10 @@ batch comes from one worker. Every batch carries the stream's position after it 
 the trainer keeps the latest per worker in its checkpoint and a resumed run continues each
 stream exactly where it stopped, without re-reading what it consumed.
 
-Samples are held out for evaluation by a hash of their key (`holdout`), so training and
-evaluation agree on the split without any list of keys.
+Samples are held out for evaluation by a hash of their image bytes (`holdout`), so training
+and evaluation agree on the split without any list of keys, every caption of a held-out image
+is held out with it, and a recrawl of the same content (the demo web on another port) splits
+the same way: the URL plays no part.
 """
 
 from __future__ import annotations
@@ -43,11 +45,12 @@ class SourceSpec:
     narratives: str | None = None
 
 
-def held_out(key: str, fraction: float) -> bool:
-    """Whether a sample is in the evaluation split (a stable hash of its key)."""
+def held_out(content_id: str, fraction: float) -> bool:
+    """Whether a sample is in the evaluation split (a stable hash of its `content_id()`)."""
     if fraction <= 0:
         return False
-    value = int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:4], "big") / 2**32
+    digest = hashlib.sha1(content_id.encode("utf-8")).digest()
+    value = int.from_bytes(digest[:4], "big") / 2**32
     return value < fraction
 
 
@@ -172,7 +175,7 @@ class _SourceCursor:
         path, split_by_sample = self._epoch_shards(epoch)[position]
         read = read_shard(path, sidecar_dir=self.sidecar_dir)
         self.corrupt += read.corrupt
-        samples = sorted(read.samples, key=lambda s: s.key)
+        samples = sorted(read.samples, key=RawSample.content_order)
         order = np.random.default_rng([self.seed, self.index, epoch, position]).permutation(
             len(samples)
         )
@@ -180,7 +183,7 @@ class _SourceCursor:
         if split_by_sample:
             samples = samples[self.stream_id :: self.num_streams]
         keep_held_out = self.split == "eval"
-        samples = [s for s in samples if held_out(s.key, self.holdout) == keep_held_out]
+        samples = [s for s in samples if held_out(s.content_id(), self.holdout) == keep_held_out]
         self._loaded = ((epoch, position), samples)
         return samples
 
@@ -321,10 +324,10 @@ def make_loader(stream: PretrainStream, num_workers: int, pin_memory: bool = Fal
 def iter_held_out(
     folders: Sequence[str], fraction: float, sidecar_dir: str | None = None
 ) -> Iterator[RawSample]:
-    """The held-out samples of folders, in a fixed order (folder, shard, key)."""
+    """The held-out samples of folders, in a fixed order (folder, shard, content)."""
     for folder in folders:
         for path in shard_paths(folder):
             read = read_shard(path, sidecar_dir=sidecar_dir)
-            for sample in sorted(read.samples, key=lambda s: s.key):
-                if fraction >= 1.0 or held_out(sample.key, fraction):
+            for sample in sorted(read.samples, key=RawSample.content_order):
+                if fraction >= 1.0 or held_out(sample.content_id(), fraction):
                     yield sample

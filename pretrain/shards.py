@@ -7,6 +7,7 @@ member or a truncated tar ends the sample or the shard early and is counted, nev
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tarfile
 from dataclasses import dataclass, field
@@ -39,6 +40,21 @@ class RawSample:
             if ext in self.files:
                 return self.files[ext]
         raise CorruptSampleError(f"sample {self.key} in {self.shard} has no image member")
+
+    def content_id(self) -> str:
+        """A hash of the image bytes: the same wherever the image was crawled from, unlike the
+        key, which hashes the URL (host and port included) and the caption. The hold-out split
+        uses it, so a recrawl of the same content splits the same way and every caption of a
+        held-out image is held out with it. The key when the image member is missing (the
+        sample is counted corrupt later)."""
+        try:
+            return hashlib.sha1(self.image_bytes()).hexdigest()
+        except CorruptSampleError:
+            return self.key
+
+    def content_order(self) -> tuple[str, bytes]:
+        """A sort key that does not depend on the URL: image hash, then caption bytes."""
+        return self.content_id(), self.files.get("txt", b"")
 
 
 @dataclass

@@ -11,7 +11,14 @@ import pytest
 import torch
 
 from pretrain.config import ImageBertConfig
-from pretrain.data import CollatorConfig, PretrainCollator, PretrainStream, SourceSpec
+from pretrain.data import (
+    CollatorConfig,
+    PretrainCollator,
+    PretrainStream,
+    SourceSpec,
+    held_out,
+    iter_held_out,
+)
 from pretrain.inputs import model_inputs
 from pretrain.model import ImageBertForPreTraining, init_text_from_bert
 from pretrain.objectives import itm, mlm
@@ -331,3 +338,20 @@ def test_corrupt_members_are_skipped_and_counted(
     batches = [next(stream) for _ in range(4)]
     assert sum(b["corrupt"] for b in batches) >= 3
     assert all("broken" not in b["keys"] and "nocaption" not in b["keys"] for b in batches)
+
+
+def test_the_hold_out_follows_the_image_not_the_url(tmp_path: Path) -> None:
+    # The same scenes served from two places (as a recrawl of the demo web on another port):
+    # different keys, the same split.
+    here = write_scene_folder(str(tmp_path / "here"), 60, seed=3, source="web")
+    there = write_scene_folder(str(tmp_path / "there"), 60, seed=3, source="cc")
+    split_here = [s.content_id() for s in iter_held_out([here], 0.3)]
+    split_there = [s.content_id() for s in iter_held_out([there], 0.3)]
+    assert 5 <= len(split_here) <= 30 and split_here == split_there
+    keys_here = {s.key for s in iter_held_out([here], 0.3)}
+    assert keys_here.isdisjoint(s.key for s in iter_held_out([there], 0.3))
+    # Every caption of a held-out image is held out with it.
+    image = next(iter_held_out([here], 0.3)).files["jpg"]
+    other = RawSample("other-url", {"jpg": image, "txt": b"another caption"})
+    assert held_out(other.content_id(), 0.3)
+    assert RawSample("x", {"txt": b"no image"}).content_id() == "x"
