@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from lait import __version__
-from lait.cli.demo import add_demo
+from lait.cli.demo import DEMO_IMAGES, add_demo
 
 if TYPE_CHECKING:
     from pipeline.config import PipelineConfig
@@ -65,7 +65,10 @@ def _add_demo_web(commands: argparse._SubParsersAction[argparse.ArgumentParser])
 def _add_site_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     parser.add_argument(
-        "--images", type=int, default=600, help="scene images on the pages (default 600)"
+        "--images",
+        type=int,
+        default=DEMO_IMAGES,
+        help=f"scene images on the pages (default {DEMO_IMAGES}, as `lait demo`)",
     )
 
 
