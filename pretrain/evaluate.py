@@ -98,7 +98,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on the held-out samples of dataset folder(s).
 
-    `holdout` is the plan's hold-out fraction (the same key hash selects the same samples);
+    `holdout` is the plan's hold-out fraction (the same image hash selects the same samples);
     1.0 evaluates every sample of the folders. Returns R@1/5/10 both ways (reranked and first
     pass), their chance level, and ITM, MLM and MOC accuracy.
 

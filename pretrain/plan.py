@@ -4,7 +4,7 @@
 name: demo
 seed: 0
 data_root: out/demo            # "{data_root}" in source paths is replaced by this
-holdout: 0.15                  # fraction of samples (by key hash) kept out for evaluation
+holdout: 0.15                  # fraction of images (by a hash of the bytes) held out for eval
 text_model: default            # BERT to start the text side from: default | none | name | path
 model: {hidden_size: 384, num_hidden_layers: 2, num_attention_heads: 12, intermediate_size: 1536}
 regions: {type: clip-grid, model: lait-demo-clip, vocabulary: [circle, square, ...]}

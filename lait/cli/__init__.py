@@ -268,7 +268,7 @@ def _add_evaluate(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         "--holdout",
         type=float,
         default=1.0,
-        help="evaluate on this held-out fraction (by key hash); 1.0 = every sample",
+        help="evaluate on this held-out fraction (by image hash); 1.0 = every sample",
     )
     evaluate.add_argument("--top-k", type=int, default=16, help="candidates reranked by ITM")
     evaluate.add_argument("--max-samples", type=int, default=1000, help="default 1000")
