@@ -80,6 +80,15 @@ def recall_at(scores: torch.Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict[str,
     return {f"r{k}": float((rank < k).float().mean()) for k in ks}
 
 
+def rerank_scores(sim: torch.Tensor, top: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
+    """The first pass's scores with each query's top-k (`top`, queries x k) replaced by their
+    reranking scores (`fused`, queries x k): above every other candidate (cosines are <= 1),
+    in fused order. The shift keeps every difference; a squashing map (a sigmoid) would turn
+    large fused scores into ties, which count against the query."""
+    shifted = fused - fused.min(dim=1, keepdim=True).values + 2.0
+    return sim.clone().scatter_(1, top, shifted.to(sim.dtype))
+
+
 @torch.no_grad()
 def evaluate(
     checkpoint: str | os.PathLike[str] | ImageBertForPreTraining,
@@ -223,10 +232,7 @@ def evaluate(
         if rerank == "itm+itc":
             scale = float(model.contrastive.logit_scale.clamp(max=np.log(100)).exp())
             fused = fused + scale * sim.gather(1, top)
-        # Reranked candidates go above every other one (cosines are <= 1), in fused order.
-        scores = sim.clone()
-        scores.scatter_(1, top, 2.0 + torch.sigmoid(fused))
-        reranked[direction] = scores
+        reranked[direction] = rerank_scores(sim, top, fused)
     result: dict[str, Any] = {
         "samples": n,
         "corrupt": corrupt,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from pretrain.evaluate import evaluate, recall_at
+from pretrain.evaluate import evaluate, recall_at, rerank_scores
 from pretrain.model import ImageBertForPreTraining
 from pretrain.plan import PlanError, load_plan
 from pretrain.regions import ClipGridRegions
@@ -197,6 +197,18 @@ def test_recall_counts_ties_against_the_query() -> None:
     assert recall_at(torch.eye(4))["r1"] == 1.0
     scores = torch.tensor([[0.0, 1.0, 0.5], [0.0, 1.0, 0.5], [1.0, 0.0, 0.5]])
     assert recall_at(scores, ks=(1, 2)) == {"r1": pytest.approx(1 / 3), "r2": pytest.approx(2 / 3)}
+
+
+def test_reranking_keeps_the_fused_order_of_large_scores() -> None:
+    # First pass: every query's true candidate is second; the reranker puts it first, with
+    # fused scores (log P_ITM + scaled similarity) far beyond where a sigmoid saturates.
+    sim = torch.tensor([[0.8, 0.9, 0.1], [0.9, 0.8, 0.1], [0.9, 0.1, 0.8]])
+    top = sim.topk(2, dim=1).indices
+    fused = torch.where(top == torch.arange(3)[:, None], 40.0, 39.0)
+    scores = rerank_scores(sim, top, fused)
+    assert recall_at(sim)["r1"] == 0.0 and recall_at(scores)["r1"] == 1.0
+    # Candidates outside the top-k keep their first-pass score, below every reranked one.
+    assert scores[0, 2] == pytest.approx(0.1) and bool((scores.gather(1, top) >= 2.0).all())
 
 
 def test_evaluate_a_checkpoint_folder(
