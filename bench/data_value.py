@@ -9,7 +9,8 @@ images are held out by a hash of their bytes in both runs, so neither trains on 
 any caption). Prints R@1 of both and their
 ratio; curated should win.
 
-    python bench/data_value.py [--steps 300] [--seeds 0 1] [--curated DIR --raw DIR]
+    python bench/data_value.py [--images 1200] [--steps 300] [--seeds 0 1 2]
+                               [--curated DIR --raw DIR]
 
 The last line is one JSON object.
 """
@@ -29,16 +30,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 DEMO_PLAN = Path(__file__).resolve().parents[1] / "pretrain" / "plans" / "demo.yaml"
+DEMO_IMAGES = 1200  # as `lait demo` (lait.cli.demo.DEMO_IMAGES)
 
 
-def crawl_demo(out: Path, site_seed: int) -> dict[str, dict[str, Any]]:
+def crawl_demo(out: Path, site_seed: int, images: int) -> dict[str, dict[str, Any]]:
     """Crawl the demo web into out/curated and out/raw; return both runs' stats."""
     from lait.demo_web import DemoWebServer, build_site
     from pipeline.config import OutputConfig, PipelineConfig, SourcesConfig, unfiltered
     from pipeline.fetch import FetchConfig
     from pipeline.run import run_pipeline
 
-    site = build_site(seed=site_seed)
+    site = build_site(seed=site_seed, n_images=images)
     stats = {}
     with DemoWebServer(site) as server:
         curated = PipelineConfig(
@@ -85,8 +87,11 @@ def main() -> None:
     parser.add_argument("--curated", help="a curated dataset folder (default: crawl the demo)")
     parser.add_argument("--raw", help="its unfiltered twin (default: crawl the demo)")
     parser.add_argument("--site-seed", type=int, default=0, help="demo web seed")
+    parser.add_argument(
+        "--images", type=int, default=DEMO_IMAGES, help=f"demo web images (default {DEMO_IMAGES})"
+    )
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
     parser.add_argument("--holdout", type=float, default=0.15)
     args = parser.parse_args()
     figures: dict[str, list[dict[str, Any]]] = {"curated": [], "raw": []}
@@ -95,7 +100,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folders = {"curated": args.curated, "raw": args.raw}
         if not (args.curated and args.raw):
-            stats = crawl_demo(Path(tmp), args.site_seed)
+            stats = crawl_demo(Path(tmp), args.site_seed, args.images)
             folders = {name: f"{tmp}/{name}" for name in ("curated", "raw")}
             sizes = {name: s["accepted"] for name, s in stats.items()}
             print(f"crawled: curated {sizes['curated']} samples, raw {sizes['raw']} samples")
@@ -138,6 +143,7 @@ def main() -> None:
                 "bench": "data_value",
                 "steps": args.steps,
                 "seeds": args.seeds,
+                "images": args.images,
                 "samples": sizes,
                 "held_out": figures["curated"][0]["samples"],
                 "curated_r1": round(curated_r1, 4),
