@@ -29,8 +29,9 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from lait.cli.demo import DEMO_IMAGES
+
 DEMO_PLAN = Path(__file__).resolve().parents[1] / "pretrain" / "plans" / "demo.yaml"
-DEMO_IMAGES = 1200  # as `lait demo` (lait.cli.demo.DEMO_IMAGES)
 
 
 def crawl_demo(out: Path, site_seed: int, images: int) -> dict[str, dict[str, Any]]:

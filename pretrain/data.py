@@ -46,7 +46,7 @@ class SourceSpec:
 
 
 def held_out(content_id: str, fraction: float) -> bool:
-    """Whether a sample is in the evaluation split (a stable hash of its `content_id()`)."""
+    """Whether a sample is in the evaluation split (a stable hash of its `content_id`)."""
     if fraction <= 0:
         return False
     digest = hashlib.sha1(content_id.encode("utf-8")).digest()
@@ -183,7 +183,7 @@ class _SourceCursor:
         if split_by_sample:
             samples = samples[self.stream_id :: self.num_streams]
         keep_held_out = self.split == "eval"
-        samples = [s for s in samples if held_out(s.content_id(), self.holdout) == keep_held_out]
+        samples = [s for s in samples if held_out(s.content_id, self.holdout) == keep_held_out]
         self._loaded = ((epoch, position), samples)
         return samples
 
@@ -329,5 +329,5 @@ def iter_held_out(
         for path in shard_paths(folder):
             read = read_shard(path, sidecar_dir=sidecar_dir)
             for sample in sorted(read.samples, key=RawSample.content_order):
-                if fraction >= 1.0 or held_out(sample.content_id(), fraction):
+                if fraction >= 1.0 or held_out(sample.content_id, fraction):
                     yield sample

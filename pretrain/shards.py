@@ -7,6 +7,7 @@ member or a truncated tar ends the sample or the shard early and is counted, nev
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import tarfile
@@ -41,6 +42,7 @@ class RawSample:
                 return self.files[ext]
         raise CorruptSampleError(f"sample {self.key} in {self.shard} has no image member")
 
+    @functools.cached_property
     def content_id(self) -> str:
         """A hash of the image bytes: the same wherever the image was crawled from, unlike the
         key, which hashes the URL (host and port included) and the caption. The hold-out split
@@ -54,7 +56,7 @@ class RawSample:
 
     def content_order(self) -> tuple[str, bytes]:
         """A sort key that does not depend on the URL: image hash, then caption bytes."""
-        return self.content_id(), self.files.get("txt", b"")
+        return self.content_id, self.files.get("txt", b"")
 
 
 @dataclass

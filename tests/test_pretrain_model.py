@@ -345,13 +345,13 @@ def test_the_hold_out_follows_the_image_not_the_url(tmp_path: Path) -> None:
     # different keys, the same split.
     here = write_scene_folder(str(tmp_path / "here"), 60, seed=3, source="web")
     there = write_scene_folder(str(tmp_path / "there"), 60, seed=3, source="cc")
-    split_here = [s.content_id() for s in iter_held_out([here], 0.3)]
-    split_there = [s.content_id() for s in iter_held_out([there], 0.3)]
+    split_here = [s.content_id for s in iter_held_out([here], 0.3)]
+    split_there = [s.content_id for s in iter_held_out([there], 0.3)]
     assert 5 <= len(split_here) <= 30 and split_here == split_there
     keys_here = {s.key for s in iter_held_out([here], 0.3)}
     assert keys_here.isdisjoint(s.key for s in iter_held_out([there], 0.3))
     # Every caption of a held-out image is held out with it.
     image = next(iter_held_out([here], 0.3)).files["jpg"]
     other = RawSample("other-url", {"jpg": image, "txt": b"another caption"})
-    assert held_out(other.content_id(), 0.3)
-    assert RawSample("x", {"txt": b"no image"}).content_id() == "x"
+    assert held_out(other.content_id, 0.3)
+    assert RawSample("x", {"txt": b"no image"}).content_id == "x"
