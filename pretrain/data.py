@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pretrain.narratives import Narrative, NarrativeIndex, token_targets
-from pretrain.objectives import itm, mlm
+from pretrain.objectives import itm, mlm, repeats
 from pretrain.regions.base import RegionSource
 from pretrain.shards import CorruptSampleError, RawSample, read_shard, shard_paths
 
@@ -68,7 +68,14 @@ class CollatorConfig:
 
 
 class PretrainCollator:
-    """Turns prepared samples into one batch: 2B rows (B matched, B in-batch negatives)."""
+    """Turns prepared samples into one batch of B matched samples and their ITM rows.
+
+    The masked rows (`input_ids`, `mlm_labels`: B, MLM-masked) are for MLM, MOC and MRFR; the
+    clean rows (`itm_input_ids`: B matched, then B in-batch negatives, unmasked; each row's
+    image is `image_index`) are for ITM; `itc_input_ids` (B, unmasked) for ITC. `image_ids`
+    and `caption_ids` identify each sample's image and caption, so a repeat in the batch is
+    never drawn as a negative (a row with no other content gets ITM label IGNORE).
+    """
 
     def __init__(self, tokenizer: Any, region_source: RegionSource, config: CollatorConfig) -> None:
         self.tokenizer = tokenizer
@@ -76,11 +83,15 @@ class PretrainCollator:
         self.config = config
 
     def __call__(
-        self, items: list[tuple[str, str, dict[str, Any]]], rng: np.random.Generator
+        self, items: Sequence[tuple[Any, ...]], rng: np.random.Generator
     ) -> dict[str, Any]:
-        keys = [k for k, _, _ in items]
-        captions = [c for _, c, _ in items]
-        regions = self.region_source.collate([r for _, _, r in items])
+        """`items` are (key, caption, prepared regions[, content id]) per sample; without a
+        content id the key stands for the image."""
+        keys = [item[0] for item in items]
+        captions = [item[1] for item in items]
+        regions = self.region_source.collate([item[2] for item in items])
+        content = [item[3] if len(item) > 3 else item[0] for item in items]
+        image_ids, caption_ids = repeats.image_ids(content), repeats.caption_ids(captions)
         enc = self.tokenizer(
             captions,
             max_length=self.config.max_text_len,
@@ -93,36 +104,42 @@ class PretrainCollator:
         special = enc["special_tokens_mask"].astype(bool) | (attention == 0)
         n = len(items)
         caption_rows, image_rows = np.arange(n), np.arange(n)
+        itm_labels = np.ones(n, dtype=np.int64)
         if self.config.with_negatives:
-            neg_caption, neg_image = itm.negative_pairs(n, rng, self.config.itm_swap)
+            repeat = repeats.interchangeable_np(image_ids, caption_ids)
+            neg_caption, neg_image, valid = itm.negative_pairs(n, rng, self.config.itm_swap, repeat)
             caption_rows = np.concatenate([caption_rows, neg_caption])
             image_rows = np.concatenate([image_rows, neg_image])
+            itm_labels = np.concatenate([itm_labels, np.where(valid, 0, itm.IGNORE)])
         word_ids = None
         if self.config.whole_word_masking:
-            word_ids = [enc.word_ids(int(i)) for i in caption_rows]
+            word_ids = [enc.word_ids(i) for i in range(n)]
         masked, labels = mlm.mask_tokens(
-            ids[caption_rows],
-            special[caption_rows],
+            ids,
+            special,
             rng,
             mask_token_id=self.tokenizer.mask_token_id,
             vocab_size=len(self.tokenizer),
             probability=self.config.mlm_probability,
             word_ids=word_ids,
         )
-        positive = np.arange(len(caption_rows)) < n
-        labels[~positive] = mlm.IGNORE
         return {
             "keys": keys,
             "captions": captions,
             "regions": regions,
             "input_ids": torch.from_numpy(masked),
-            "attention_mask": torch.from_numpy(attention[caption_rows]),
+            "attention_mask": torch.from_numpy(attention),
             "mlm_labels": torch.from_numpy(labels),
+            "positive": torch.ones(n, dtype=torch.bool),
+            "itm_input_ids": torch.from_numpy(ids[caption_rows]),
+            "itm_attention_mask": torch.from_numpy(attention[caption_rows]),
+            "itm_labels": torch.from_numpy(itm_labels),
+            "caption_index": torch.from_numpy(caption_rows),
             "image_index": torch.from_numpy(image_rows),
-            "positive": torch.from_numpy(positive),
-            "itm_labels": torch.from_numpy(positive.astype(np.int64)),
             "itc_input_ids": torch.from_numpy(ids),
             "itc_attention_mask": torch.from_numpy(attention),
+            "image_ids": torch.from_numpy(image_ids),
+            "caption_ids": torch.from_numpy(caption_ids),
         }
 
 
@@ -269,7 +286,7 @@ class PretrainStream(IterableDataset[dict[str, Any]]):
         ]
         corrupt_seen = 0
         while True:
-            items: list[tuple[str, str, dict[str, Any]]] = []
+            items: list[tuple[str, str, dict[str, Any], str]] = []
             narrated: list[Narrative | None] = []
             while len(items) < self.batch_size:
                 source = int(rng.choice(len(cursors), p=self.weights))
@@ -278,7 +295,8 @@ class PretrainStream(IterableDataset[dict[str, Any]]):
                 narrative = index.find(sample) if index is not None else None
                 try:
                     caption = narrative.caption if narrative else sample.caption()
-                    items.append((sample.key, caption, self.region_source.prepare(sample)))
+                    prepared = self.region_source.prepare(sample)
+                    items.append((sample.key, caption, prepared, sample.content_id))
                     narrated.append(narrative)
                 except (CorruptSampleError, UnicodeDecodeError):
                     corrupt_seen += 1

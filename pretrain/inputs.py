@@ -17,9 +17,13 @@ _TEXT_KEYS = (
     "attention_mask",
     "mlm_labels",
     "positive",
+    "itm_input_ids",
+    "itm_attention_mask",
     "itm_labels",
     "itc_input_ids",
     "itc_attention_mask",
+    "image_ids",
+    "caption_ids",
 )
 
 
@@ -36,22 +40,25 @@ def model_inputs(
 ) -> dict[str, torch.Tensor]:
     """Keyword arguments for `ImageBertForPreTraining.forward`.
 
-    Row j pairs caption row j with image `image_index[j]`; its regions are masked (for MOC and
-    MRFR) whether or not it is a matched pair, so ITM cannot tell pairs apart by the masking.
+    The masked pass gets the B matched samples: MLM-masked captions and their regions masked
+    for MOC and MRFR. The clean pass gets the ITM rows unmasked: row j pairs caption row
+    `caption_index[j]` with image `image_index[j]`, so ITM, soft masks and grounding see what
+    evaluation sees.
 
     `pixels` regions pass the B images once (`pixel_values`, `image_index`): the model's
     backbone makes their regions. `augment` distorts the ITC views (text masking needs
-    `mask_token_id`); `soft_mask_skip_ids` (non-content token ids) picks each matched row's
-    word for soft masks (`soft_mask_words`).
+    `mask_token_id`); `soft_mask_skip_ids` (non-content token ids) picks each matched clean
+    row's word for soft masks (`soft_mask_words`).
     """
     inputs = {k: batch[k].to(device, non_blocking=True) for k in _TEXT_KEYS}
     rows = batch["image_index"].to(device)
+    matched = inputs["itm_labels"] == 1
     if soft_mask_skip_ids is not None:
         inputs["soft_mask_words"] = soft_mask.pick_words(
-            inputs["input_ids"],
-            inputs["attention_mask"],
-            inputs["positive"],
-            inputs["mlm_labels"],
+            inputs["itm_input_ids"],
+            inputs["itm_attention_mask"],
+            matched,
+            None,
             soft_mask_skip_ids,
             generator,
         )
@@ -73,22 +80,25 @@ def model_inputs(
                 regions.pixels, augment.crop_scale, augment.color_jitter, generator
             )
     else:
-        paired = regions.index(rows)
         features, masked = mask_regions(
-            paired.features, paired.mask, generator, probability=region_mask_probability
+            regions.features, regions.mask, generator, probability=region_mask_probability
         )
+        paired = regions.index(rows)
         inputs.update(
             region_features=features,
-            region_boxes=paired.boxes,
-            region_mask=paired.mask,
+            region_boxes=regions.boxes,
+            region_mask=regions.mask,
             masked_regions=masked,
-            region_targets=paired.features,
+            region_targets=regions.features,
+            itm_region_features=paired.features,
+            itm_region_boxes=paired.boxes,
+            itm_region_mask=paired.mask,
             itc_region_features=regions.features,
             itc_region_boxes=regions.boxes,
             itc_region_mask=regions.mask,
         )
-        if paired.class_probs is not None:
-            inputs["region_probs"] = paired.class_probs
+        if regions.class_probs is not None:
+            inputs["region_probs"] = regions.class_probs
         if augment is not None and (augment.region_noise or augment.region_dropout):
             inputs["itc_region_features"] = augmentation.distort_regions(
                 regions.features,
@@ -98,8 +108,8 @@ def model_inputs(
                 generator,
             )
     if "grounding_points" in batch:
-        # Targets are per caption; a matched row's caption is its image's, so index by image.
-        positive = inputs["positive"].bool()[:, None]
-        inputs["grounding_points"] = batch["grounding_points"].to(device)[rows]
-        inputs["grounding_mask"] = batch["grounding_mask"].to(device)[rows] & positive
+        # Targets are per caption: each clean row takes its caption's, on matched rows only.
+        captions = batch["caption_index"].to(device)
+        inputs["grounding_points"] = batch["grounding_points"].to(device)[captions]
+        inputs["grounding_mask"] = batch["grounding_mask"].to(device)[captions] & matched[:, None]
     return inputs

@@ -20,7 +20,7 @@ from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput
 
 from pretrain.config import ImageBertConfig
-from pretrain.objectives import grounding, itc, itm, mlm, moc, mrfr, soft_mask
+from pretrain.objectives import grounding, itc, itm, mlm, moc, mrfr, repeats, soft_mask
 from pretrain.pixel_backbone import PixelBackbone
 from pretrain.regions.base import Regions
 
@@ -405,36 +405,75 @@ class ImageBertForPreTraining(ImageBertPreTrainedModel):
         itc_focal_gamma: float = 0.0,
         soft_mask_words: torch.Tensor | None = None,
         soft_mask_config: soft_mask.SoftMaskConfig | None = None,
+        itm_input_ids: torch.Tensor | None = None,
+        itm_attention_mask: torch.Tensor | None = None,
+        itm_region_features: torch.Tensor | None = None,
+        itm_region_boxes: torch.Tensor | None = None,
+        itm_region_mask: torch.Tensor | None = None,
+        image_ids: torch.Tensor | None = None,
+        caption_ids: torch.Tensor | None = None,
     ) -> ImageBertPreTrainingOutput:
         """Every objective whose labels are given and whose weight is not 0.
 
-        Rows are (text, regions) pairs; `positive` marks matched pairs, and the masked losses
-        (MLM, MOC, MRFR) only count on those. ITC runs two extra unimodal passes.
-        `itm_negatives="hard"` re-pairs the unmatched rows by ITC similarity (ALBEF): each
-        becomes a matched row's (masked) text with another matched row's (masked) regions,
-        drawn by softmax over the batch's similarities, so negatives are corrupted exactly as
-        positives are and ITM cannot tell them apart by the masking.
+        Two passes, as UNITER and ALBEF run them. The *masked* pass (`input_ids`, regions) is
+        for MLM, MOC and MRFR, counted on matched rows (`positive`, default all). The *clean*
+        pass (`itm_input_ids`, `itm_region_*`: unmasked text and regions, matched rows first,
+        then one negative per matched row) is for ITM, soft-masked ITM and grounding, so what
+        they learn is what evaluation asks of clean inputs. Without `itm_input_ids` the masked
+        pass's inputs serve both (callers that give clean rows, e.g. scoring). ITC runs two
+        unimodal passes on `itc_*`.
+
+        `itm_negatives="hard"` re-pairs the unmatched clean rows by ITC logits (ALBEF): each
+        becomes a matched row's caption with another matched row's image, drawn by the softmax
+        of the scaled similarities. `image_ids` and `caption_ids` (one per matched row) keep a
+        repeated image or caption from being an ITC or hard ITM negative.
 
         Pixel-BERT (`config.visual_backbone`): give the B images once as `pixel_values` and
-        each row's image as `image_index` instead of regions; the backbone runs once (twice with
-        an augmented ITC view `itc_pixel_values`). `itc_focal_gamma` > 0 makes ITC focal.
-        `soft_mask_words` (a token position per row, -1 for none) with the `soft_itm` weight adds
-        soft-masked ITM examples (`pretrain.objectives.soft_mask`).
+        the clean rows' images as `image_index` instead of regions; the backbone runs once
+        (twice with an augmented ITC view `itc_pixel_values`); the masked pass sees the B
+        images in order. `itc_focal_gamma` > 0 makes ITC focal. `soft_mask_words` (a token
+        position per clean row, -1 for none) with the `soft_itm` weight adds soft-masked ITM
+        examples (`pretrain.objectives.soft_mask`).
         """
         if itm_negatives not in ("random", "hard"):
             raise ValueError(f"itm_negatives is 'random' or 'hard', not {itm_negatives!r}")
         weights = {"mlm": 1.0, "moc": 1.0, "mrfr": 1.0, "itm": 1.0, "itc": 0.0, "grounding": 0.0}
         weights.update(objective_weights or {})
         if pixel_values is not None:
-            images, itc_images = self._pixel_regions(pixel_values, image_index, itc_pixel_values)
+            images, itc_images = self._pixel_regions(pixel_values, itc_pixel_values)
+            if itm_input_ids is None:
+                # One pass over the given rows (each row's image by `image_index`).
+                images = images if image_index is None else images.index(image_index)
+            else:
+                rows = images if image_index is None else images.index(image_index)
+                itm_region_features, itm_region_boxes = rows.features, rows.boxes
+                itm_region_mask = rows.mask
             region_features, region_boxes, region_mask = images.features, images.boxes, images.mask
             itc_region_features, itc_region_boxes = itc_images.features, itc_images.boxes
             itc_region_mask = itc_images.mask
         if region_features is None or region_boxes is None or region_mask is None:
             raise ValueError("give region_features, region_boxes and region_mask, or pixel_values")
         result = ImageBertPreTrainingOutput()
+        if positive is None:
+            positive = torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        separate = itm_input_ids is not None
+        if itm_input_ids is not None:
+            assert itm_attention_mask is not None and itm_region_features is not None
+            assert itm_region_boxes is not None and itm_region_mask is not None
+            clean = _Rows(
+                itm_input_ids, itm_attention_mask, itm_region_features, itm_region_boxes,
+                itm_region_mask,
+            )  # fmt: skip
+        else:
+            clean = _Rows(input_ids, attention_mask, region_features, region_boxes, region_mask)
+        clean_positive = (
+            itm_labels == 1 if separate and itm_labels is not None else positive.clone()
+        )
+
         has_itc = itc_input_ids is not None and itc_region_features is not None
         hard = itm_negatives == "hard" and itm_labels is not None and bool(weights["itm"])
+        if hard and not separate:
+            raise ValueError("hard ITM negatives need the clean ITM rows (itm_input_ids, ...)")
         if hard and not has_itc:
             raise ValueError("hard ITM negatives need the ITC inputs (itc_input_ids, itc_region_*)")
         if has_itc and (weights["itc"] or hard):
@@ -443,98 +482,167 @@ class ImageBertForPreTraining(ImageBertPreTrainedModel):
             with contextlib.nullcontext() if weights["itc"] else torch.no_grad():
                 text = self.embed_text(itc_input_ids, itc_attention_mask)  # type: ignore[arg-type]
                 image = self.embed_image(itc_region_features, itc_region_boxes, itc_region_mask)
+            scale = self.contrastive.logit_scale.clamp(max=math.log(100)).exp()
             if weights["itc"]:
-                scale = self.contrastive.logit_scale.clamp(max=math.log(100)).exp()
                 result.losses["itc"], result.metrics["itc_acc"] = itc.loss(
-                    image, text, scale, gamma=itc_focal_gamma
+                    image, text, scale, itc_focal_gamma, image_ids, caption_ids
                 )
             if hard:
-                assert positive is not None, "hard ITM negatives need `positive`"
-                rows = _hard_negative_rows(positive, image @ text.t(), itm_swap)
-                input_ids, attention_mask = input_ids[rows[0]], attention_mask[rows[0]]
-                region_features, region_boxes, region_mask = (
-                    region_features[rows[1]],
-                    region_boxes[rows[1]],
-                    region_mask[rows[1]],
+                assert itm_labels is not None
+                repeat = (
+                    None
+                    if image_ids is None or caption_ids is None
+                    else repeats.interchangeable(image_ids, caption_ids, image_ids, caption_ids)
                 )
+                # ALBEF samples by the softmax of the ITC logits, not of raw cosines.
+                logits = scale.detach() * image @ text.t()
+                (text_rows, region_rows), valid = _hard_negative_rows(
+                    clean_positive, logits, itm_swap, repeat
+                )
+                clean = clean.take(text_rows, region_rows)
+                n = int(clean_positive.sum())
+                itm_labels = itm_labels.clone()
+                itm_labels[n:][~valid] = itm.IGNORE
+
         soft = soft_mask_words is not None and bool(weights.get("soft_itm", 0.0))
-        out = self.imagebert(
-            input_ids,
-            attention_mask,
-            region_features,
-            region_boxes,
-            region_mask,
-            attention_queries=soft_mask_words if soft else None,
+        wants_itm = itm_labels is not None and bool(weights["itm"])
+        wants_grounding = bool(weights["grounding"]) and (
+            grounding_points is not None and grounding_mask is not None
         )
+        wants_masked = bool(weights["mlm"] or weights["moc"] or weights["mrfr"]) and (
+            mlm_labels is not None or masked_regions is not None
+        )
+        masked_out = None
+        if wants_masked or not separate:
+            masked_out = self.imagebert(
+                input_ids,
+                attention_mask,
+                region_features,
+                region_boxes,
+                region_mask,
+                attention_queries=soft_mask_words if soft and not separate else None,
+            )
+            hidden = masked_out.last_hidden_state
+            assert hidden is not None
+            text_len = input_ids.shape[1]
+            self._masked_losses(
+                result,
+                weights,
+                hidden[:, :text_len],
+                hidden[:, text_len:],
+                positive,
+                mlm_labels,
+                masked_regions,
+                region_labels,
+                region_probs,
+                region_targets,
+                moc_variant,
+            )
+        if not (wants_itm or soft or wants_grounding):
+            return self._total(result, weights)
+        if masked_out is not None and not separate:
+            out = masked_out  # the caller's rows serve every objective
+        else:
+            if not wants_itm:
+                # ITM off: soft masks and grounding need only the matched rows.
+                keep = clean_positive
+                clean, clean_positive = clean.select(keep), clean_positive[keep]
+                if soft_mask_words is not None:
+                    soft_mask_words = soft_mask_words[keep]
+                if grounding_points is not None and grounding_mask is not None:
+                    grounding_points, grounding_mask = grounding_points[keep], grounding_mask[keep]
+            out = self.imagebert(
+                *clean.as_args(), attention_queries=soft_mask_words if soft else None
+            )
         hidden = out.last_hidden_state
         assert hidden is not None and out.pooler_output is not None
-        text_len = input_ids.shape[1]
+        text_len = clean.input_ids.shape[1]
         text_h, region_h = hidden[:, :text_len], hidden[:, text_len:]
-        if positive is None:
-            positive = torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-
-        if mlm_labels is not None and weights["mlm"]:
-            labels = mlm_labels.masked_fill(~positive[:, None], mlm.IGNORE)
-            picked = labels != mlm.IGNORE
-            logits = self.mlm_head(text_h[picked])
-            result.mlm_logits = logits
-            result.losses["mlm"], result.metrics["mlm_acc"] = mlm.loss(logits, labels[picked])
-        if masked_regions is not None:
-            picked = masked_regions & positive[:, None]
-            if weights["moc"] and (region_labels is not None or region_probs is not None):
-                logits = self.moc_head(region_h[picked])
-                result.moc_logits = logits
-                result.losses["moc"], result.metrics["moc_acc"] = moc.loss(
-                    logits,
-                    None if region_labels is None else region_labels[picked],
-                    None if region_probs is None else region_probs[picked],
-                    variant=moc_variant,
-                )
-            if weights["mrfr"] and region_targets is not None:
-                predicted = self.mrfr_head(region_h[picked])
-                result.losses["mrfr"] = mrfr.loss(predicted, region_targets[picked])
-        if itm_labels is not None and weights["itm"]:
+        if wants_itm:
+            assert itm_labels is not None
             logits = self.itm_head(out.pooler_output)
             result.itm_logits = logits
             result.losses["itm"], result.metrics["itm_acc"] = itm.loss(logits, itm_labels)
         if soft and out.query_attention is not None:
             assert soft_mask_words is not None
             result.losses["soft_itm"], result.metrics["soft_itm_acc"] = self._soft_masked_itm(
-                input_ids,
-                attention_mask,
-                Regions(region_features, region_boxes, region_mask),
+                clean.input_ids,
+                clean.attention_mask,
+                Regions(clean.region_features, clean.region_boxes, clean.region_mask),
                 out.query_attention[:, text_len:],
                 soft_mask_words,
                 soft_mask_config or soft_mask.SoftMaskConfig(),
             )
-        if grounding_points is not None and grounding_mask is not None and weights["grounding"]:
+        if wants_grounding:
+            assert grounding_points is not None and grounding_mask is not None
             if self.grounding_head is None:
                 raise ValueError("the grounding objective needs model: {grounding_head: true}")
-            picked = grounding_mask.bool() & positive[:, None]
-            points = self.grounding_head(text_h, region_h, region_boxes, region_mask)
-            predicted = points[picked]
+            picked = grounding_mask.bool() & clean_positive[:, None]
+            points = self.grounding_head(text_h, region_h, clean.region_boxes, clean.region_mask)
             result.losses["grounding"], result.metrics["grounding_l1"] = grounding.loss(
-                predicted, grounding_points[picked]
+                points[picked], grounding_points[picked]
             )
+        return self._total(result, weights)
 
+    def _masked_losses(
+        self,
+        result: ImageBertPreTrainingOutput,
+        weights: dict[str, float],
+        text_h: torch.Tensor,
+        region_h: torch.Tensor,
+        positive: torch.Tensor,
+        mlm_labels: torch.Tensor | None,
+        masked_regions: torch.Tensor | None,
+        region_labels: torch.Tensor | None,
+        region_probs: torch.Tensor | None,
+        region_targets: torch.Tensor | None,
+        moc_variant: str,
+    ) -> None:
+        """MLM, MOC and MRFR on the masked pass's matched rows, into `result`."""
+        if mlm_labels is not None and weights["mlm"]:
+            labels = mlm_labels.masked_fill(~positive[:, None], mlm.IGNORE)
+            picked = labels != mlm.IGNORE
+            logits = self.mlm_head(text_h[picked])
+            result.mlm_logits = logits
+            result.losses["mlm"], result.metrics["mlm_acc"] = mlm.loss(logits, labels[picked])
+        if masked_regions is None:
+            return
+        picked = masked_regions & positive[:, None]
+        if weights["moc"] and (region_labels is not None or region_probs is not None):
+            labelled = picked
+            if region_labels is None and region_probs is not None:
+                # A region without a class distribution (all zeros) has no MOC label.
+                labelled = picked & (region_probs.sum(-1) > 0)
+            logits = self.moc_head(region_h[labelled])
+            result.moc_logits = logits
+            result.losses["moc"], result.metrics["moc_acc"] = moc.loss(
+                logits,
+                None if region_labels is None else region_labels[labelled],
+                None if region_probs is None else region_probs[labelled],
+                variant=moc_variant,
+            )
+        if weights["mrfr"] and region_targets is not None:
+            predicted = self.mrfr_head(region_h[picked])
+            result.losses["mrfr"] = mrfr.loss(predicted, region_targets[picked])
+
+    @staticmethod
+    def _total(
+        result: ImageBertPreTrainingOutput, weights: dict[str, float]
+    ) -> ImageBertPreTrainingOutput:
         total = sum(weights[name] * value for name, value in result.losses.items())
         result.loss = total if isinstance(total, torch.Tensor) else None
         return result
 
     def _pixel_regions(
-        self,
-        pixel_values: torch.Tensor,
-        image_index: torch.Tensor | None,
-        itc_pixel_values: torch.Tensor | None,
+        self, pixel_values: torch.Tensor, itc_pixel_values: torch.Tensor | None
     ) -> tuple[Regions, Regions]:
-        """(the rows' regions, the B images' regions for ITC) from the backbone, run once per
-        image (and once more on an augmented ITC view)."""
+        """(the B images' regions, their regions for ITC) from the backbone, run once per image
+        (and once more on an augmented ITC view)."""
         images = self.imagebert.pixel_regions(pixel_values)
-        rows = images if image_index is None else images.index(image_index)
         itc_images = (
             images if itc_pixel_values is None else self.imagebert.pixel_regions(itc_pixel_values)
         )
-        return rows, itc_images
+        return images, itc_images
 
     def _soft_masked_itm(
         self,
@@ -562,17 +670,55 @@ class ImageBertForPreTraining(ImageBertPreTrainedModel):
         return itm.loss(self.itm_head(out.pooler_output), labels)
 
 
+@dataclass
+class _Rows:
+    """The (text, regions) rows of one encoder pass."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    region_features: torch.Tensor
+    region_boxes: torch.Tensor
+    region_mask: torch.Tensor
+
+    def take(self, text_rows: torch.Tensor, region_rows: torch.Tensor) -> _Rows:
+        return _Rows(
+            self.input_ids[text_rows],
+            self.attention_mask[text_rows],
+            self.region_features[region_rows],
+            self.region_boxes[region_rows],
+            self.region_mask[region_rows],
+        )
+
+    def select(self, keep: torch.Tensor) -> _Rows:
+        return self.take(keep, keep)
+
+    def as_args(self) -> tuple[torch.Tensor, ...]:
+        return (
+            self.input_ids,
+            self.attention_mask,
+            self.region_features,
+            self.region_boxes,
+            self.region_mask,
+        )
+
+
 def _hard_negative_rows(
-    positive: torch.Tensor, similarity: torch.Tensor, swap: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(text row, region row) for every batch row: matched rows keep their own, unmatched rows
-    get a hard pair drawn from the matched rows (the collator puts the B matched rows first)."""
+    positive: torch.Tensor,
+    logits: torch.Tensor,
+    swap: str,
+    repeat: torch.Tensor | None = None,
+) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """((text row, region row) for every row, valid per negative): matched rows keep their
+    own, unmatched rows get a hard pair drawn from the matched rows (the collator puts the B
+    matched rows first). `logits` (B x B, images x captions) are the scaled ITC similarities."""
     n = int(positive.sum())
     if not bool(positive[:n].all()) or positive.shape[0] != 2 * n:
         raise ValueError("hard ITM negatives expect B matched rows followed by B unmatched rows")
-    caption, image = itm.hard_negative_pairs(similarity[:n, :n], swap)
+    caption, image, valid = itm.hard_negative_pairs(
+        logits[:n, :n], swap, repeat=None if repeat is None else repeat[:n, :n]
+    )
     own = torch.arange(n, device=positive.device)
-    return torch.cat([own, caption]), torch.cat([own, image])
+    return (torch.cat([own, caption]), torch.cat([own, image])), valid
 
 
 def init_text_from_bert(model: ImageBertForPreTraining, bert_name_or_path: str) -> list[str]:

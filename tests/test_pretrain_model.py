@@ -241,8 +241,8 @@ def test_whole_word_masking_masks_all_pieces(tokenizer) -> None:  # type: ignore
 def test_itm_negatives_never_pair_a_sample_with_itself() -> None:
     rng = np.random.default_rng(0)
     for n in (2, 3, 17):
-        captions, images = itm.negative_pairs(n, rng, "both")
-        assert (captions != images).all()
+        captions, images, valid = itm.negative_pairs(n, rng, "both")
+        assert (captions != images).all() and valid.all()
     with pytest.raises(ValueError, match="at least 2"):
         itm.derangement(1, rng)
 
@@ -255,19 +255,19 @@ def test_hard_negatives_follow_similarity_and_never_pair_a_sample_with_itself() 
     similarity[torch.arange(n), (torch.arange(n) + 1) % n] = 20.0
     similarity += 30.0 * torch.eye(n)
     for swap in ("caption", "image", "both"):
-        captions, images = itm.hard_negative_pairs(similarity, swap)
-        assert (captions != images).all()
-    captions, images = itm.hard_negative_pairs(similarity, "caption")
+        captions, images, valid = itm.hard_negative_pairs(similarity, swap)
+        assert (captions != images).all() and valid.all()
+    captions, images, _ = itm.hard_negative_pairs(similarity, "caption")
     assert images.tolist() == list(range(n))
     assert captions.tolist() == [(i + 1) % n for i in range(n)]
-    captions, images = itm.hard_negative_pairs(similarity, "image")
+    captions, images, _ = itm.hard_negative_pairs(similarity, "image")
     assert images.tolist() == [(i - 1) % n for i in range(n)]  # column i's best other row
     # Flat similarities: every other caption is drawn (a softmax, not an argmax).
     drawn = {int(itm.hard_negative_pairs(torch.zeros(n, n), "caption")[0][0]) for _ in range(200)}
     assert drawn == set(range(1, n))
 
 
-def test_hard_negative_rows_reuse_the_masked_matched_rows(
+def test_hard_negative_rows_reuse_the_clean_matched_rows(
     scenes: str, clip_regions: ClipGridRegions, tokenizer
 ) -> None:  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
@@ -283,13 +283,14 @@ def test_hard_negative_rows_reuse_the_masked_matched_rows(
     out = model(**inputs, objective_weights=weights, itm_negatives="hard")
     hook.remove()
     assert set(out.losses) == {"mlm", "moc", "mrfr", "itm", "itc"}
-    ids, features = seen[-1]  # the regions-only ITC pass runs first, then the multimodal one
+    ids, features = seen[-1]  # the ITC passes, the masked pass, then the clean ITM pass
+    assert ids.shape[0] == 12 and not (ids == tokenizer.mask_token_id).any()
     for row in range(6, 12):
-        text_row = [j for j in range(6) if torch.equal(ids[row], inputs["input_ids"][j])]
+        text_row = [j for j in range(6) if torch.equal(ids[row], inputs["itm_input_ids"][j])]
         region_row = [
-            j for j in range(6) if torch.equal(features[row], inputs["region_features"][j])
+            j for j in range(6) if torch.equal(features[row], inputs["itm_region_features"][j])
         ]
-        assert text_row and region_row, "each negative is built from matched rows"
+        assert text_row and region_row, "each negative is built from clean matched rows"
         assert text_row[0] != region_row[0], "and never pairs a caption with its own image"
     with pytest.raises(ValueError, match="ITC inputs"):
         model(
@@ -299,16 +300,17 @@ def test_hard_negative_rows_reuse_the_masked_matched_rows(
         )
 
 
-def test_collator_masks_only_positives_for_loss(
+def test_collator_masks_matched_rows_and_keeps_itm_rows_clean(
     scenes: str, clip_regions: ClipGridRegions, tokenizer
 ) -> None:  # type: ignore[no-untyped-def]
     batch = fixed_batch(scenes, clip_regions, tokenizer, n=6)
-    assert batch["input_ids"].shape[0] == 12
+    assert batch["input_ids"].shape[0] == 6 and batch["itm_input_ids"].shape[0] == 12
     assert batch["itm_labels"].tolist() == [1] * 6 + [0] * 6
-    assert (batch["mlm_labels"][6:] == mlm.IGNORE).all()
-    assert (batch["mlm_labels"][:6] != mlm.IGNORE).any(dim=1).all()
-    # Negatives are masked too, so masking does not give the pair away.
-    assert (batch["input_ids"][6:] == tokenizer.mask_token_id).any()
+    assert (batch["mlm_labels"] != mlm.IGNORE).any(dim=1).all()
+    assert (batch["input_ids"] == tokenizer.mask_token_id).any()
+    # ITM sees unmasked captions: row j is caption `caption_index[j]` as tokenised.
+    assert not (batch["itm_input_ids"] == tokenizer.mask_token_id).any()
+    assert torch.equal(batch["itm_input_ids"], batch["itc_input_ids"][batch["caption_index"]])
 
 
 def test_corrupt_members_are_skipped_and_counted(
