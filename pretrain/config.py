@@ -6,6 +6,15 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
+# Where `trust_remote_code` finds the classes in a saved folder: `save_pretrained` copies
+# `config.py` and `model.py` beside the weights (`pretrain.auto_classes` arranges it). All three
+# are listed in every folder, so AutoModel also opens a pre-training checkpoint as its encoder.
+AUTO_MAP = {
+    "AutoConfig": "config.ImageBertConfig",
+    "AutoModel": "model.ImageBertModel",
+    "AutoModelForPreTraining": "model.ImageBertForPreTraining",
+}
+
 
 class ImageBertConfig(PretrainedConfig):
     """Configuration of an ImageBERT encoder: `[CLS] text [SEP] regions` through one transformer.
@@ -20,6 +29,9 @@ class ImageBertConfig(PretrainedConfig):
 
     `grounding_head` adds PixelLLM-style word grounding: a head regressing each text token's
     point (x, y in 0..1) in the image from its multimodal state (`pretrain.objectives.grounding`).
+
+    `model_type` "imagebert" is registered with transformers' Auto classes on `import pretrain`;
+    `auto_map` (default `AUTO_MAP`) lets `trust_remote_code=True` load a folder without it.
     """
 
     model_type = "imagebert"
@@ -50,6 +62,7 @@ class ImageBertConfig(PretrainedConfig):
         grounding_head: bool = False,
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("auto_map", dict(AUTO_MAP))
         super().__init__(pad_token_id=pad_token_id, **kwargs)  # type: ignore[call-arg]
         self.tie_word_embeddings = tie_word_embeddings
         self.vocab_size = vocab_size
