@@ -25,6 +25,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -65,15 +66,26 @@ class StopTraining(Exception):
     """Raised by `stop_after_steps` to simulate a killed run (tests, preemption drills)."""
 
 
+# How long the other ranks wait for rank 0's evaluation between stages (on a gloo group, so
+# NCCL's collective timeout never fires on a long evaluation).
+MAIN_RANK_WAIT = timedelta(hours=12)
+
+
 @dataclass(frozen=True)
 class Distributed:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    wait_group: Any = None  # a gloo group with a long timeout, for `wait_for_main`
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    def wait_for_main(self) -> None:
+        """Every rank waits here until rank 0 (evaluating, writing) arrives too."""
+        if self.world_size > 1:
+            dist.barrier(group=self.wait_group)
 
 
 def setup_distributed() -> Distributed:
@@ -87,7 +99,8 @@ def setup_distributed() -> Distributed:
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
         torch.cuda.set_device(local)
-    return Distributed(dist.get_rank(), dist.get_world_size(), local)
+    wait_group = dist.new_group(backend="gloo", timeout=MAIN_RANK_WAIT)
+    return Distributed(dist.get_rank(), dist.get_world_size(), local, wait_group)
 
 
 def pick_device(distributed: Distributed) -> torch.device:
@@ -170,6 +183,24 @@ def build_model(plan: Plan, regions: RegionSource, tokenizer: Any) -> ImageBertF
 
         init_text_from_bert(model, resolve_text_model(plan.text_model))
     return model
+
+
+def rank_resume_state(
+    state: dict[str, Any], rank: int, world_size: int, workers: int
+) -> tuple[int, dict[int, Any] | None, dict[str, Any] | None]:
+    """(batches consumed, data-stream states, RNG state) a rank resumes with from `state`.
+
+    The data streams continue exactly only with the same world size and loader workers; a
+    rank the checkpoint did not have (the run grew) starts its streams and RNGs fresh, with
+    the model, optimizer and step restored like every other rank's.
+    """
+    ranks = state.get("ranks", [])
+    if rank >= len(ranks):
+        return 0, None, None
+    mine = ranks[rank]
+    if state.get("world_size") == world_size and mine.get("workers") == workers:
+        return mine["consumed"], mine["data"], mine["rng"]
+    return 0, None, mine["rng"]
 
 
 def _seed_everything(seed: int) -> None:
@@ -261,18 +292,18 @@ def train_stage(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(stage))
     generator = torch.Generator().manual_seed(seed)
     state = load_state(checkpoint) if checkpoint is not None else None
-    step, consumed, start_states = 0, 0, None
+    step, consumed, start_states, rank_rng = 0, 0, None, None
     corrupt_before = 0
+    progress_before: dict[str, Any] = {}
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step = state["step"]
-        mine = state["ranks"][distributed.rank] if distributed.rank < len(state["ranks"]) else {}
-        if state["world_size"] == distributed.world_size and mine.get("workers") == max(
-            1, plan.num_workers
-        ):
-            consumed, start_states = mine["consumed"], mine["data"]
+        consumed, start_states, rank_rng = rank_resume_state(
+            state, distributed.rank, distributed.world_size, max(1, plan.num_workers)
+        )
         corrupt_before = state.get("corrupt", 0)
+        progress_before = state.get("progress", {})
 
     workers = max(1, plan.num_workers)
     collator = PretrainCollator(
@@ -301,8 +332,8 @@ def train_stage(
     batches: Iterator[dict[str, Any]] = iter(loader)
     # Restore RNGs after the loader's iterator drew its worker seeds, so a resumed run's
     # dropout and masks match an uninterrupted one's.
-    if state is not None:
-        restore_rng_state(state["ranks"][distributed.rank]["rng"], generator)
+    if rank_rng is not None:
+        restore_rng_state(rank_rng, generator)
     data_states: dict[int, Any] = dict(start_states or {})
     dtype = autocast_dtype(plan.precision, device)
     log = _Log(stage_dir, distributed.is_main)
@@ -317,7 +348,8 @@ def train_stage(
     started = time.monotonic()
     window_start, window_samples = started, 0
     samples_done = 0
-    history: list[dict[str, float]] = []
+    history: list[dict[str, float]] = list(progress_before.get("tail", []))
+    first: dict[str, float] = progress_before.get("first", {})
     try:
         while step < stage.steps:
             values: dict[str, float] = defaultdict(float)
@@ -371,6 +403,8 @@ def train_stage(
                 sums[key] += value
             window += 1
             history.append({"step": step, **values})
+            first = first or history[-1]
+            del history[:-10]  # the summary's "last" is the mean of the last 10 steps
             if step % plan.log_every == 0 or step == stage.steps:
                 now = time.monotonic()
                 rate = window_samples * distributed.world_size / max(now - window_start, 1e-9)
@@ -402,6 +436,14 @@ def train_stage(
                     data_states,
                     corrupt,
                     distributed,
+                    {
+                        "first": first,
+                        "tail": history,
+                        "samples": progress_before.get("samples", 0) + samples_done,
+                        "seconds": progress_before.get("seconds", 0.0)
+                        + time.monotonic()
+                        - started,
+                    },
                 )
             if stop_after_steps is not None and step >= stop_after_steps and step < stage.steps:
                 raise StopTraining(f"stopped after step {step} as asked")
@@ -410,16 +452,18 @@ def train_stage(
             bar.close()
         log.close()
         del batches
-    elapsed = time.monotonic() - started
+    # The whole stage's figures, over every run that trained it (a resume adds to them).
+    elapsed = progress_before.get("seconds", 0.0) + time.monotonic() - started
+    samples_all = (progress_before.get("samples", 0) + samples_done) * distributed.world_size
     tail = history[-max(1, min(len(history), 10)) :]
     summary: dict[str, Any] = {
         "stage": stage.name,
         "steps": step,
-        "samples": samples_done * distributed.world_size,
+        "samples": samples_all,
         "seconds": round(elapsed, 2),
-        "samples_per_s": round(samples_done * distributed.world_size / max(elapsed, 1e-9), 2),
+        "samples_per_s": round(samples_all / max(elapsed, 1e-9), 2),
         "corrupt": corrupt,
-        "first": history[0] if history else {},
+        "first": first,
         "last": {k: sum(h.get(k, 0.0) for h in tail) / len(tail) for k in tail[0]}
         if history
         else {},
@@ -448,6 +492,7 @@ def _save(
     data_states: dict[int, Any],
     corrupt: int,
     distributed: Distributed,
+    progress: dict[str, Any],
 ) -> None:
     mine = {
         "rng": rng_state(generator),
@@ -466,6 +511,7 @@ def _save(
             "world_size": distributed.world_size,
             "ranks": ranks,
             "corrupt": corrupt,
+            "progress": progress,
             "plan": plan.to_dict(),
         }
         save_checkpoint(folder, model, state)
@@ -549,6 +595,7 @@ def run_plan(
                 )
             if distributed.is_main:
                 summary_file.write_text(json.dumps(summary, indent=2))
+            distributed.wait_for_main()  # rank 0 evaluated; no collective timed out meanwhile
         summaries.append(summary)
         previous = str(stage_dir / FINAL_DIR)
     result: dict[str, Any] = {
@@ -599,4 +646,5 @@ def run_plan(
             result["untrained_eval"] = evaluate(untrained, folders, **options)
     if distributed.is_main:
         (out / "summary.json").write_text(json.dumps(result, indent=2))
+    distributed.wait_for_main()
     return result

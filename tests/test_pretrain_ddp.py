@@ -34,7 +34,7 @@ SCRIPT = textwrap.dedent(
         "log_every": 1, "save_every": 2,
         "model": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
                   "intermediate_size": 64, "contrastive_dim": 16},
-        "evaluate": {"after_each_stage": False},
+        "evaluate": {"after_each_stage": True, "max_samples": 16, "top_k": 4},
         "stages": [
             {"name": "web", "sources": [{"path": data}], "steps": 4, "batch_size": 4,
              "lr": 1e-3, "objectives": {"itc": 1.0}},

@@ -186,7 +186,7 @@ def test_precomputed_regions_from_shard_and_sidecar(tmp_path: Path) -> None:
     a, b = source.prepare(samples["a"]), source.prepare(samples["b"])
     assert a["mask"].tolist() == [True, True, True, False, False]
     np.testing.assert_allclose(a["boxes"][1], [0.5, 0.5, 1.0, 1.0, 0.25])
-    assert b["mask"].sum() == 2 and b["class_probs"][0, 0] == 1.0
+    assert b["mask"].sum() == 2 and not b["class_probs"].any()  # no probabilities, no label
     regions = source.encode(source.collate([a, b]), "cpu")
     assert regions.features.shape == (2, 5, 6)
     labels = regions.labels()

@@ -14,7 +14,7 @@ from pretrain.model import ImageBertForPreTraining
 from pretrain.plan import PlanError, load_plan
 from pretrain.regions import ClipGridRegions
 from pretrain.synthetic import tiny_clip, write_scene_folder
-from pretrain.trainer import StopTraining, run_plan
+from pretrain.trainer import StopTraining, rank_resume_state, run_plan
 
 VOCAB = ["circle", "square", "triangle", "star", "diamond", "hexagon", "cross", "background"]
 DEMO_PLAN = Path(__file__).resolve().parents[1] / "pretrain" / "plans" / "demo.yaml"
@@ -153,7 +153,7 @@ def test_killed_and_resumed_run_continues_exactly(
     plan = tiny_plan(folders, workers)
     plan["evaluate"]["after_each_stage"] = False
     plan["stages"] = plan["stages"][:1]
-    run_plan(plan, out_dir=tmp_path / "whole", region_source=regions, progress=False)
+    whole_run = run_plan(plan, out_dir=tmp_path / "whole", region_source=regions, progress=False)
     with pytest.raises(StopTraining):
         # Checkpoint at step 3; the run dies during step 5, losing step 4.
         run_plan(
@@ -165,6 +165,11 @@ def test_killed_and_resumed_run_continues_exactly(
         )
     resumed = run_plan(plan, out_dir=tmp_path / "killed", region_source=regions, progress=False)
     assert resumed["stages"][0]["steps"] == 6
+    # The summary covers the whole stage, not only the steps since the resume.
+    done, expected = resumed["stages"][0], whole_run["stages"][0]
+    assert done["samples"] == expected["samples"] == 6 * 4
+    assert done["first"] == pytest.approx(expected["first"], rel=1e-6)
+    assert done["last"] == pytest.approx(expected["last"], rel=1e-6)
     whole, killed = losses(tmp_path / "whole", "01-web"), losses(tmp_path / "killed", "01-web")
     assert sorted(killed) == [1, 2, 3, 4, 5, 6]
     for step in range(1, 7):
@@ -173,6 +178,17 @@ def test_killed_and_resumed_run_continues_exactly(
     b = ImageBertForPreTraining.from_pretrained(tmp_path / "killed" / "01-web" / "final")
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         torch.testing.assert_close(x, y, msg=name)
+
+
+def test_resume_with_more_ranks_restores_what_the_checkpoint_has() -> None:
+    state = {
+        "world_size": 1,
+        "ranks": [{"rng": {"seed": 1}, "consumed": 7, "data": {0: "s"}, "workers": 1}],
+    }
+    assert rank_resume_state(state, 0, 1, 1) == (7, {0: "s"}, {"seed": 1})
+    # Rank 0 keeps its RNGs but restarts its streams; rank 1, new, starts fresh (no IndexError).
+    assert rank_resume_state(state, 0, 2, 1) == (0, None, {"seed": 1})
+    assert rank_resume_state(state, 1, 2, 1) == (0, None, None)
 
 
 def test_demo_plan_parses_with_overrides() -> None:

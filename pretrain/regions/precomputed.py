@@ -100,10 +100,10 @@ class PrecomputedRegions(RegionSource):
         probs = _first(arrays, _PROBS)
         if self.num_classes:
             out_probs = np.zeros((self.max_regions, self.num_classes), np.float32)
+            # Without class probabilities a sample's regions have no MOC label (all zeros,
+            # skipped by MOC), not class 0 for all: that would teach MOC a constant.
             if probs is not None:
                 out_probs[:r] = probs[:r, : self.num_classes]
-            else:
-                out_probs[:r, 0] = 1.0
             prepared["class_probs"] = out_probs
         return prepared
 
