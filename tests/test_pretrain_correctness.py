@@ -308,3 +308,30 @@ def test_regions_index_keeps_class_probs() -> None:
     )
     picked = regions.index(torch.tensor([1, 0, 1]))
     assert picked.class_probs is not None and picked.class_probs.shape == (3, 3, 3)
+
+
+def test_grounding_points_from_the_clean_pass_of_matched_rows(
+    scenes: str, clip_regions: ClipGridRegions, tokenizer
+) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    batch = batch_of(scenes, clip_regions, tokenizer, 6)
+    length = batch["itc_input_ids"].shape[1]
+    batch["grounding_points"] = torch.rand(6, length, 2)
+    batch["grounding_mask"] = batch["itc_attention_mask"].bool()
+    regions = clip_regions.encode(batch["regions"], "cpu")
+    config = tiny_model(clip_regions).config
+    config.grounding_head = True
+    model = ImageBertForPreTraining(config).eval()
+    inputs = model_inputs(batch, regions, torch.Generator().manual_seed(0), "cpu")
+    passes: list[torch.Tensor] = []
+    hook = model.imagebert.register_forward_hook(
+        lambda _m, args, _o: passes.append(args[0]) if len(args) > 2 else None
+    )
+    weights = {"mlm": 0.0, "moc": 0.0, "mrfr": 0.0, "itm": 0.0, "grounding": 1.0}
+    with torch.no_grad():
+        out = model(**inputs, objective_weights=weights)
+    hook.remove()
+    assert set(out.losses) == {"grounding"}
+    (ids,) = passes  # one pass: the 6 matched rows, unmasked (a word is where it is said)
+    assert ids.shape[0] == 6 and not (ids == tokenizer.mask_token_id).any()
+    torch.testing.assert_close(ids, batch["itc_input_ids"])
