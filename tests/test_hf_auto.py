@@ -305,3 +305,31 @@ def test_load_for_inference_rebuilds_a_trainer_final_folder(tmp_path: Path) -> N
     )
     encoder, _, _ = load_for_inference(final, encoder_only=True, region_source=regions)
     assert type(encoder) is ImageBertModel
+
+
+def test_the_shipped_text_init_plan_starts_the_text_side_from_minilm() -> None:
+    from safetensors.torch import load_file
+
+    from pretrain.regions import ClipGridRegions
+    from pretrain.synthetic import tiny_clip
+    from pretrain.text import default_bert_path
+    from pretrain.trainer import build_model
+
+    plan = load_plan(DEMO_PLAN.with_name("text_init.yaml"))
+    assert plan.text_model == "default"
+    clip, preprocess, clip_tokenizer = tiny_clip("vit")
+    regions = ClipGridRegions(clip, preprocess, clip_tokenizer, vocabulary=["circle", "square"])
+    model = build_model(plan, regions, load_tokenizer())
+    minilm = load_file(os.path.join(default_bert_path(), "model.safetensors"))
+    minilm = {k.removeprefix("bert."): v for k, v in minilm.items()}
+    layers = model.config.num_hidden_layers
+    assert f"encoder.layer.{layers - 1}.output.dense.weight" in minilm  # every layer has a source
+    assert f"encoder.layer.{layers}.output.dense.weight" not in minilm  # and none is left out
+    torch.testing.assert_close(
+        model.imagebert.embeddings.word_embeddings.weight,
+        minilm["embeddings.word_embeddings.weight"],
+    )
+    torch.testing.assert_close(
+        model.imagebert.layers[layers - 1].output.weight,
+        minilm[f"encoder.layer.{layers - 1}.output.dense.weight"],
+    )
