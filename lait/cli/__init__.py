@@ -29,6 +29,8 @@ Typical use:
   lait report ds/                    the quality report: ds/report.html, to open in a browser
   lait pretrain plan.yaml --out runs/x   staged ImageBERT pre-training (resumes on rerun)
   lait evaluate runs/x/02-cc_sbu/final ds/   held-out retrieval R@1/5/10, ITM/MLM/MOC acc
+  lait evaluate CKPT --karpathy-json dataset_flickr30k.json --images DIR   Flickr30k/COCO
+  lait finetune CKPT --karpathy-json ... --images DIR --out ft/   retrieval fine-tuning
 
 Beam pipeline options (--runner, --project, --region, --temp_location, --num_workers,
 --sdk_container_image, ...) are passed through to Apache Beam by `crawl` and `download`.
@@ -257,13 +259,17 @@ def _run_pretrain(args: argparse.Namespace) -> int:
 def _add_evaluate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     evaluate = commands.add_parser(
         "evaluate",
-        help="zero-shot retrieval R@1/5/10 and per-objective accuracy of a checkpoint",
-        description="Evaluate a pre-trained checkpoint on dataset folders: image→text and "
-        "text→image retrieval R@1/5/10 (first pass by embedding similarity, top-k reranked by "
-        "ITM), and held-out MLM, MOC and ITM accuracy.",
+        help="retrieval R@1/5/10 (Karpathy protocol) and per-objective accuracy of a checkpoint",
+        description="Evaluate a pre-trained checkpoint: image→text (TR) and text→image (IR) "
+        "retrieval R@1/5/10 by the Karpathy protocol (captions grouped by image; an image's "
+        "query hits when any of its captions ranks within K; ties count against the query), "
+        "first pass by embedding similarity, top-k reranked by ITM. On LAIT dataset folders "
+        "(held-out samples, with MLM, MOC and ITM accuracy), or on a benchmark's split from "
+        "local files: --karpathy-json dataset_flickr30k.json --images DIR (Flickr30k 1K test; "
+        "COCO 5K and 1K test, the 5 folds of 1K averaged), printed beside published figures.",
     )
     evaluate.add_argument("checkpoint", help="a checkpoint folder (save_pretrained layout)")
-    evaluate.add_argument("datasets", nargs="+", help="LAIT dataset folders to evaluate on")
+    evaluate.add_argument("datasets", nargs="*", help="LAIT dataset folders to evaluate on")
     evaluate.add_argument(
         "--holdout",
         type=float,
@@ -272,21 +278,150 @@ def _add_evaluate(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     evaluate.add_argument("--top-k", type=int, default=16, help="candidates reranked by ITM")
     evaluate.add_argument("--max-samples", type=int, default=1000, help="default 1000")
+    _add_benchmark_options(evaluate)
+    evaluate.add_argument(
+        "--split", default="test", help="the benchmark split to evaluate (default test)"
+    )
     evaluate.add_argument("--json", action="store_true", help="print all figures as JSON")
     evaluate.set_defaults(run=_run_evaluate)
+
+
+def _add_benchmark_options(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    parser.add_argument(
+        "--karpathy-json",
+        required=required,
+        help="a Karpathy split file (dataset_flickr30k.json, dataset_coco.json, or the demo's "
+        "OUT/benchmark/dataset_demo.json)",
+    )
+    parser.add_argument(
+        "--images", required=required, help="the benchmark's image folder (COCO: holds val2014/)"
+    )
+    parser.add_argument(
+        "--benchmark",
+        choices=("flickr30k", "coco", "custom"),
+        help="which protocols to run (default: the file's `dataset` field, else custom: all "
+        "images of the split)",
+    )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from pretrain.evaluate import evaluate
 
+    if args.karpathy_json or args.images:
+        if not (args.karpathy_json and args.images) or args.datasets:
+            raise ValueError(
+                "evaluate either dataset folders, or a benchmark with both --karpathy-json and "
+                "--images (not both)"
+            )
+        from pretrain.benchmark import evaluate_benchmark, format_table
+        from pretrain.evaluate import load_checkpoint
+
+        loaded = load_checkpoint(args.checkpoint, device=args.device)
+        result = evaluate_benchmark(
+            loaded,
+            args.karpathy_json,
+            args.images,
+            benchmark=args.benchmark,
+            split=args.split,
+            top_k=args.top_k,
+            device=args.device,
+        )
+        print(
+            json.dumps(result, indent=1)
+            if args.json
+            else format_table(result, [("this checkpoint", result)])
+        )
+        return 0
+    if not args.datasets:
+        raise ValueError("give LAIT dataset folders, or --karpathy-json and --images")
     figures = evaluate(
         args.checkpoint,
         list(args.datasets),
         holdout=args.holdout,
         top_k=args.top_k,
         max_samples=args.max_samples,
+        device=args.device,
     )
     print(json.dumps(figures, indent=1) if args.json else format_retrieval("eval", figures))
+    return 0
+
+
+def _add_finetune(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    finetune = commands.add_parser(
+        "finetune",
+        help="fine-tune a checkpoint for retrieval on a Karpathy-format benchmark",
+        description="Retrieval fine-tuning as ImageBERT does it: binary image-text "
+        "classification (the ITM head) over each positive and hard negatives drawn from the "
+        "batch by ITC similarity (never the same image or caption). Trains on the train split "
+        "(+ restval for COCO), evaluates the test split before and after, and saves a "
+        "checkpoint folder in --out. Defaults: pretrain.finetune.FinetuneConfig.",
+    )
+    finetune.add_argument("checkpoint", help="a checkpoint folder (save_pretrained layout)")
+    _add_benchmark_options(finetune, required=True)
+    finetune.add_argument("--out", required=True, help="output checkpoint folder")
+    # None: FinetuneConfig's default (not imported here: `lait --help` stays free of torch).
+    finetune.add_argument("--epochs", type=int, help="passes over the train split (default 5)")
+    finetune.add_argument("--batch-size", type=int, help="positives per step (default 32)")
+    finetune.add_argument("--lr", type=float, help="peak AdamW learning rate (default 5e-5)")
+    finetune.add_argument(
+        "--negatives", type=int, help="hard negatives per positive, each way (default 1)"
+    )
+    finetune.add_argument(
+        "--itc-weight",
+        type=float,
+        help="add the contrastive loss with this weight (default 0: the binary loss alone)",
+    )
+    finetune.add_argument("--max-steps", type=int, help="stop after this many steps")
+    finetune.add_argument("--top-k", type=int, help="candidates reranked by ITM (default 16)")
+    finetune.add_argument("--seed", type=int, help="default 0")
+    finetune.add_argument(
+        "--no-eval", action="store_true", help="skip the test split's evaluations"
+    )
+    finetune.add_argument("--json", action="store_true", help="print the summary as JSON")
+    finetune.set_defaults(run=_run_finetune)
+
+
+def _run_finetune(args: argparse.Namespace) -> int:
+    from pretrain.benchmark import format_table
+    from pretrain.finetune import FinetuneConfig, finetune
+
+    given = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "negatives": args.negatives,
+        "itc_weight": args.itc_weight,
+        "max_steps": args.max_steps,
+        "top_k": args.top_k,
+        "seed": args.seed,
+    }
+    config = FinetuneConfig(
+        **{k: v for k, v in given.items() if v is not None},
+        device=args.device,
+        evaluate=not args.no_eval,
+    )
+    result = finetune(
+        args.checkpoint,
+        args.karpathy_json,
+        args.images,
+        args.out,
+        config,
+        benchmark=args.benchmark,
+        log=None if args.json else print,
+    )
+    if args.json:
+        print(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=1))
+        return 0
+    losses = result["losses"]
+    print(
+        f"fine-tuned {result['steps']} steps in {result['seconds']} s on {result['images']} "
+        f"{'+'.join(result['splits'])} images; loss {losses[0]:.4f} → {losses[-1]:.4f}"
+    )
+    if config.evaluate:
+        columns = [("zero-shot", result["zero_shot"]), ("fine-tuned", result["finetuned"])]
+        print(format_table(result["finetuned"], columns))
+    print(f"checkpoint: {result['checkpoint']}")
     return 0
 
 
@@ -536,6 +671,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], 
     _add_report,
     _add_pretrain,
     _add_evaluate,
+    _add_finetune,
     _add_featurize,
     _add_demo_web,
 ]
