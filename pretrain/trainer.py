@@ -60,6 +60,7 @@ from pretrain.text import load_tokenizer
 FINAL_DIR = "final"
 CHECKPOINT_DIR = "checkpoint"
 REGIONS_FILE = "regions.json"
+TRAINING_ARGS_FILE = "training_args.json"
 
 
 class StopTraining(Exception):
@@ -440,9 +441,7 @@ def train_stage(
                         "first": first,
                         "tail": history,
                         "samples": progress_before.get("samples", 0) + samples_done,
-                        "seconds": progress_before.get("seconds", 0.0)
-                        + time.monotonic()
-                        - started,
+                        "seconds": progress_before.get("seconds", 0.0) + time.monotonic() - started,
                     },
                 )
             if stop_after_steps is not None and step >= stop_after_steps and step < stage.steps:
@@ -473,6 +472,9 @@ def train_stage(
         model.save_pretrained(final)
         tokenizer.save_pretrained(final)
         (final / REGIONS_FILE).write_text(json.dumps(regions.spec(), indent=2), encoding="utf-8")
+        # What evaluating this checkpoint must repeat (the text length it was trained at).
+        training_args = {"plan": plan.name, "stage": stage.name, "max_text_len": stage.max_text_len}
+        (final / TRAINING_ARGS_FILE).write_text(json.dumps(training_args, indent=2))
         summary["checkpoint"] = str(final)
     if distributed.world_size > 1:
         dist.barrier()
@@ -643,7 +645,9 @@ def run_plan(
         if evaluate_untrained:
             _seed_everything(plan.seed)
             untrained = build_model(plan, regions, tokenizer)
-            result["untrained_eval"] = evaluate(untrained, folders, **options)
+            result["untrained_eval"] = evaluate(
+                untrained, folders, max_text_len=plan.stages[0].max_text_len, **options
+            )
     if distributed.is_main:
         (out / "summary.json").write_text(json.dumps(result, indent=2))
     distributed.wait_for_main()

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from pretrain.evaluate import evaluate, recall_at, rerank_scores
+from pretrain.evaluate import evaluate, read_max_text_len, recall_at, rerank_scores
 from pretrain.model import ImageBertForPreTraining
 from pretrain.plan import PlanError, load_plan
 from pretrain.regions import ClipGridRegions
@@ -113,12 +113,10 @@ def test_a_clip_grid_with_projected_features_and_a_whole_image_region() -> None:
 def test_two_stage_plan_runs_and_each_stage_starts_from_the_last(
     tmp_path: Path, folders: dict[str, str], regions: ClipGridRegions
 ) -> None:
+    plan = tiny_plan(folders)
+    plan["stages"][1]["max_text_len"] = 24
     result = run_plan(
-        tiny_plan(folders),
-        out_dir=tmp_path,
-        region_source=regions,
-        progress=False,
-        evaluate_untrained=True,
+        plan, out_dir=tmp_path, region_source=regions, progress=False, evaluate_untrained=True
     )
     first, second = result["stages"]
     # The final model and the untrained baseline, on the held-out part of every source.
@@ -135,6 +133,9 @@ def test_two_stage_plan_runs_and_each_stage_starts_from_the_last(
     model = ImageBertForPreTraining.from_pretrained(final)
     assert model.config.region_feature_dim == regions.feature_dim
     assert (final / "regions.json").exists() and (final / "tokenizer.json").exists()
+    # Evaluation tokenises at the length the stage trained at, which the checkpoint records.
+    assert json.loads((final / "training_args.json").read_text())["max_text_len"] == 24
+    assert read_max_text_len(final) == 24 and result["final_eval"]["max_text_len"] == 24
     # Stage 2 began where stage 1 ended: its first step's weights were stage 1's final ones.
     stage1 = ImageBertForPreTraining.from_pretrained(tmp_path / "01-web" / "final")
     assert not torch.equal(
