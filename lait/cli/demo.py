@@ -4,7 +4,9 @@ Starts the demo web on 127.0.0.1, crawls its pages into `OUT/web` (stage 1 of pr
 reads it), fetches its Conceptual Captions and SBU lists through the same safe fetcher and
 downloads them into `OUT/cc_sbu` (stage 2), and writes the ground truth beside them, with
 `OUT/lists/narratives.jsonl`: Localized Narratives of its scenes (word grounding, see
-`pretrain/plans/grounding.yaml`), whose `image_id`s are the shard samples' URLs.
+`pretrain/plans/grounding.yaml`), whose `image_id`s are the shard samples' URLs, and
+`OUT/benchmark/`: a miniature retrieval benchmark of held-out scenes in Karpathy's JSON format
+(`lait evaluate`/`lait finetune --karpathy-json`, see `lait.demo_web.benchmark`).
 It writes each folder's quality report, then runs a short two-stage pre-training (web/, then
 cc_sbu/) and prints held-out retrieval against the same model untrained.
 """
@@ -55,6 +57,7 @@ def run_demo(args: argparse.Namespace) -> int:
     """Run every stage that exists on the demo web and print where the output went."""
     # Imported here so that `lait --help` does not pay for Beam and the demo web.
     from lait.demo_web import DemoWebServer, build_site
+    from lait.demo_web.benchmark import crawled_scenes, write_demo_benchmark
     from pipeline.config import ListSource, OutputConfig, PipelineConfig, SourcesConfig
     from pipeline.fetch import FetchConfig
     from pipeline.run import run_pipeline
@@ -65,6 +68,9 @@ def run_demo(args: argparse.Namespace) -> int:
     site = build_site(seed=args.seed, n_images=args.images)
     out.mkdir(parents=True, exist_ok=True)
     site.ground_truth.write_jsonl(out / "ground_truth.jsonl")
+    benchmark = write_demo_benchmark(
+        out / "benchmark", seed=args.seed, exclude=crawled_scenes(site)
+    )
 
     base = PipelineConfig(
         fetch=FetchConfig(
@@ -147,6 +153,10 @@ def run_demo(args: argparse.Namespace) -> int:
     for name, html in reports.items():
         print(f"  quality report of {name}/: {Path(html).resolve().as_uri()}")
     print("  ground_truth.jsonl   the injected noise, for measuring each stage")
+    print(
+        "  benchmark/  retrieval benchmark of held-out scenes (train + test splits): "
+        f"lait evaluate CKPT --karpathy-json {benchmark} --images {benchmark.parent / 'images'}"
+    )
     return 0
 
 
