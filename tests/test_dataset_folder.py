@@ -197,3 +197,19 @@ def test_killed_writer_leaves_no_partial_shard(tmp_path: Path) -> None:
     with DatasetWriter(folder, overwrite=True):
         pass
     assert sorted(p.name for p in folder.iterdir()) == ["sizes.json", "stats.json"]
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)])
+def test_committed_files_get_the_umask_mode(
+    tmp_path: Path, make_accepted: Make, make_rejected: MakeRejected, umask: int, mode: int
+) -> None:
+    previous = os.umask(umask)
+    try:
+        _write_demo_folder(tmp_path / "ds", make_accepted, make_rejected)
+    finally:
+        os.umask(previous)
+    files = [p for p in (tmp_path / "ds").rglob("*") if p.is_file()]
+    assert {p.name for p in files} >= {"00000.tar", "00000.parquet", "stats.json", "sizes.json"}
+    assert any(p.parent.name == "rejects" for p in files)
+    modes = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in files}
+    assert set(modes.values()) == {oct(mode)}, modes

@@ -4,12 +4,19 @@ A file is committed atomically: readers see either nothing or the whole file. Lo
 written under a hidden temporary name beside its target and renamed into place; on object
 stores (gs://, s3://) it is written to a local temporary file and uploaded whole, since an
 object only becomes visible when its upload completes.
+
+A committed local file gets the mode a plain `open(path, "w")` would give it (0666 less the
+umask, and any default ACL of the folder): the temporary is created with `os.open(..., 0o666)`
+so the kernel applies the umask, never with `tempfile.mkstemp`, whose 0600 would survive
+the rename and hide the dataset from everyone but its writer. Reading the umask instead
+(`os.umask` twice) would race with other threads.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import tempfile
 from collections.abc import Iterator
 from typing import IO
@@ -19,6 +26,8 @@ from fsspec.implementations.local import LocalFileSystem
 
 TEMP_PREFIX = "."
 TEMP_SUFFIX = ".partial"
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+_CREATE_MODE = 0o666  # what open() asks for; the kernel takes the umask off
 
 
 def filesystem(path: str | os.PathLike[str]) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -48,9 +57,10 @@ def atomic_output(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[IO[bytes
     local = isinstance(fs, LocalFileSystem)
     if local:
         os.makedirs(directory, exist_ok=True)
-    fd, temp_path = tempfile.mkstemp(
-        prefix=f"{TEMP_PREFIX}{name}.", suffix=TEMP_SUFFIX, dir=directory if local else None
-    )
+        fd, temp_path = _create_temporary(directory, name)
+    else:
+        # Staged privately in the system's temp folder; the store sets the object's access.
+        fd, temp_path = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{name}.", suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle
@@ -64,6 +74,16 @@ def atomic_output(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[IO[bytes
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_path)
+
+
+def _create_temporary(directory: str, name: str) -> tuple[int, str]:
+    """Create a new temporary beside `name` as open() creates files; return (fd, path)."""
+    while True:
+        path = os.path.join(directory, f"{TEMP_PREFIX}{name}.{secrets.token_hex(8)}{TEMP_SUFFIX}")
+        try:
+            return os.open(path, _CREATE_FLAGS, _CREATE_MODE), path
+        except FileExistsError:  # a 64-bit collision: draw another name
+            continue
 
 
 def remove_stale_temporaries(fs: fsspec.AbstractFileSystem, folder: str) -> int:
