@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
-import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import StandardOptions
 
 from dedupe.config import DedupeConfig
@@ -63,8 +62,7 @@ def read_shard_records(path: str) -> Iterator[Record]:
 def read_rejects_part(path: str) -> Iterator[Record]:
     """The rows of one rejects-ledger part, as rejected records."""
     fs, root = storage.filesystem(path)
-    with fs.open(root, "rb") as handle:
-        table = pq.read_table(handle)
+    table = storage.read_parquet(fs, root)
     for row in table.to_pylist():
         yield Record.from_metadata(row)
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from lait.dataset import layout, storage
 from lait.dataset.schema import METADATA_SCHEMA
@@ -114,8 +113,7 @@ class DatasetFolder:
         for shard_id in self.shard_ids():
             path = storage.join(self._root, layout.shard_parquet_name(shard_id))
             if self._fs.exists(path):
-                with self._fs.open(path, "rb") as handle:
-                    yield pq.read_table(handle, columns=columns)
+                yield storage.read_parquet(self._fs, path, columns)
 
     def iter_rejects_batches(self, columns: list[str] | None = None) -> Iterator[pa.Table]:
         """The rejects ledger, one table per part."""
@@ -124,8 +122,7 @@ class DatasetFolder:
             return
         for path in sorted(self._fs.ls(folder, detail=False)):
             if path.endswith(".parquet") and not storage.is_temporary(path):
-                with self._fs.open(path, "rb") as handle:
-                    yield pq.read_table(handle, columns=columns)
+                yield storage.read_parquet(self._fs, path, columns)
 
     def metadata(self, columns: list[str] | None = None) -> pa.Table:
         """All accepted samples' metadata in one table."""

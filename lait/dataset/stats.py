@@ -16,8 +16,6 @@ import platform
 from collections.abc import Iterator
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from lait.dataset import layout, storage
 from lait.record import Stage
 
@@ -48,8 +46,7 @@ def compute_stats(folder: str, run: dict[str, Any] | None = None) -> dict[str, A
     reasons: collections.Counter[tuple[str, str]] = collections.Counter()
     by_source: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     for kind, path in _parquet_paths(fs, root):
-        with fs.open(path, "rb") as handle:
-            table = pq.read_table(handle, columns=_COUNT_COLUMNS)
+        table = storage.read_parquet(fs, path, _COUNT_COLUMNS)
         columns = table.to_pydict()
         if kind == "accepted":
             shards += 1

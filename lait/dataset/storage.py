@@ -10,6 +10,11 @@ umask, and any default ACL of the folder): the temporary is created with `os.ope
 so the kernel applies the umask, never with `tempfile.mkstemp`, whose 0600 would survive
 the rename and hide the dataset from everyone but its writer. Reading the umask instead
 (`os.umask` twice) would race with other threads.
+
+Parquet is read by path through pyarrow's own filesystem (`open_parquet`), never through a
+Python file object: with one, Arrow's reader threads call back into Python, and a process
+that read that way can abort at exit ("terminate called without an active exception",
+apache/arrow#34314) after doing its work.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ from collections.abc import Iterator
 from typing import IO
 
 import fsspec
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 TEMP_PREFIX = "."
@@ -39,6 +47,29 @@ def filesystem(path: str | os.PathLike[str]) -> tuple[fsspec.AbstractFileSystem,
 def join(base: str, *parts: str) -> str:
     """Join path parts with '/', which every fsspec filesystem (and POSIX) accepts."""
     return "/".join([base.rstrip("/"), *parts])
+
+
+def arrow_filesystem(fs: fsspec.AbstractFileSystem) -> pafs.FileSystem:
+    """pyarrow's filesystem for `fs`: Arrow's native one for local folders, and the fsspec
+    filesystem wrapped (`FSSpecHandler`) for any other store, so gs:// and s3:// paths keep
+    fsspec's credentials and options."""
+    if isinstance(fs, LocalFileSystem):
+        return pafs.LocalFileSystem()
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs))
+
+
+def open_parquet(fs: fsspec.AbstractFileSystem, path: str) -> pq.ParquetFile:
+    """The parquet file at `path`, opened by path; use it as a context manager so the file
+    closes when the reading ends."""
+    return pq.ParquetFile(path, filesystem=arrow_filesystem(fs))
+
+
+def read_parquet(
+    fs: fsspec.AbstractFileSystem, path: str, columns: list[str] | None = None
+) -> pa.Table:
+    """The whole parquet file at `path` (only `columns`, if given) as one table."""
+    with open_parquet(fs, path) as parquet:
+        return parquet.read(columns=columns)
 
 
 def is_temporary(name: str) -> bool:

@@ -113,8 +113,8 @@ def write_sizes(folder: str) -> dict[str, int]:
         shard_id = layout.parquet_shard_id(path)
         if shard_id is None:
             continue
-        with fs.open(path, "rb") as handle:
-            sizes[layout.shard_tar_name(shard_id)] = pq.ParquetFile(handle).metadata.num_rows
+        with storage.open_parquet(fs, path) as parquet:
+            sizes[layout.shard_tar_name(shard_id)] = parquet.metadata.num_rows
     with storage.atomic_output(fs, storage.join(root, layout.SIZES_FILE)) as out:
         out.write(json.dumps(sizes, indent=1, sort_keys=True).encode())
     return sizes

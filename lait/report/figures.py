@@ -18,7 +18,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 import lait
 from lait.dataset import DatasetFolder, DatasetFolderError, layout, storage
@@ -190,8 +189,7 @@ def _iter_batches(
     fs: Any, path: str, columns: list[str], extra: dict[str, Any] | None = None
 ) -> Iterator[pa.Table]:
     """`path` in tables of at most BATCH_ROWS rows, with only `columns` (missing ones null)."""
-    with fs.open(path, "rb") as handle:
-        parquet = pq.ParquetFile(handle)
+    with storage.open_parquet(fs, path) as parquet:
         present = [c for c in columns if c in parquet.schema_arrow.names]
         for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=present):
             table = pa.Table.from_batches([batch])

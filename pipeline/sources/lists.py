@@ -10,15 +10,18 @@ lines are not rows and are skipped. Duplicate rows are left to the dedupe stage.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
 import json
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import pyarrow.parquet as pq
 
+from lait.dataset import storage
 from lait.record import CaptionSource, Record, RejectReason, record_key
 from pipeline.extract.candidates import normalise_caption
 from pipeline.extract.urls import InvalidUrlError, resolve_http_url
@@ -345,6 +348,20 @@ def _as_text(value: Any) -> Any:
     return value
 
 
+@contextlib.contextmanager
+def _open_parquet(src: SourceInput) -> Iterator[pq.ParquetFile]:
+    """A path is opened by path through pyarrow's filesystem (see `lait.dataset.storage`: a
+    Python file object under Arrow's threads can abort the process at exit); a stream given
+    open is read as it is."""
+    if isinstance(src, str | os.PathLike):
+        fs, path = storage.filesystem(src)
+        with storage.open_parquet(fs, path) as parquet:
+            yield parquet
+    else:
+        with open_source(src, decompress=False) as stream:
+            yield pq.ParquetFile(stream)
+
+
 def read_parquet(
     src: SourceInput,
     *,
@@ -359,8 +376,7 @@ def read_parquet(
     lacks one of the columns.
     """
     origin = source_name(src)
-    with open_source(src, decompress=False) as stream:
-        parquet = pq.ParquetFile(stream)
+    with _open_parquet(src) as parquet:
         names = parquet.schema_arrow.names
         missing = [c for c in (url_column, caption_column) if c not in names]
         if missing:
