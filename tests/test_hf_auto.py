@@ -138,10 +138,11 @@ def test_a_folder_saved_before_auto_map_still_loads_after_import(tmp_path: Path)
     )
 
 
-def test_save_pretrained_writes_auto_map_and_the_code_files(
-    saved: tuple[ImageBertForPreTraining, Path],
-) -> None:
-    _, folder = saved
+def test_save_pretrained_writes_auto_map_and_the_code_files(tmp_path: Path) -> None:
+    root = Path(pretrain.__file__).parent
+    sources = {name: (root / name).read_text() for name in ("config.py", "model.py")}
+    folder = tmp_path / "final"
+    tiny_model().save_pretrained(folder)
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "imagebert"
     assert config["auto_map"] == {
@@ -149,9 +150,8 @@ def test_save_pretrained_writes_auto_map_and_the_code_files(
         "AutoModel": "model.ImageBertModel",
         "AutoModelForPreTraining": "model.ImageBertForPreTraining",
     }
-    root = Path(pretrain.__file__).parent
-    for name in ("config.py", "model.py"):
-        assert (folder / name).read_text() == (root / name).read_text()
+    for name, text in sources.items():
+        assert (folder / name).read_text() == text
 
 
 REMOTE_CODE_CHECK = textwrap.dedent(
