@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
@@ -165,6 +166,29 @@ def _reasons_by_stage() -> dict[RejectReason, Stage]:
 _STAGE_OF_REASON = _reasons_by_stage()
 
 
+def sighting_id(key: str, source: str, where: str) -> str:
+    """The stable id of one sighting of candidate `key`: a hash of the key, the source and
+    where the candidate was seen (the page fetched, or a list file and its line), so every
+    row of a run has its own id and a rerun gives each row the same one.
+
+    Keys repeat (the same favicon on every page, a list row given twice); sighting ids do not.
+    """
+    digest = hashlib.sha256(f"{key}\x00{source}\x00{where}".encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()[:24]
+
+
+# `<_io.BytesIO object at 0x7f3a...>`: a repr with a memory address differs on every run.
+_OBJECT_ADDRESS = re.compile(r"<([\w.]+) object at 0x[0-9a-fA-F]+>")
+
+
+def deterministic_detail(detail: str | None) -> str | None:
+    """`detail` with object reprs' memory addresses removed (`<_io.BytesIO object>`), so the
+    ledger of a rerun is the same; reject details come from library errors that embed them."""
+    if detail is None or " object at 0x" not in detail:
+        return detail
+    return _OBJECT_ADDRESS.sub(r"<\1 object>", detail)
+
+
 def record_key(url: str, caption: str) -> str:
     """The stable key of a candidate: a hash of (url, caption), so reruns agree.
 
@@ -184,6 +208,7 @@ class Record:
     caption: str
     caption_source: CaptionSource
     page_url: str | None = None
+    sighting_id: str | None = None
     image: bytes | None = dataclasses.field(default=None, repr=False)
     image_format: str | None = None
     width: int | None = None
@@ -200,6 +225,8 @@ class Record:
     reject_stage: Stage | None = None
     reject_reason: RejectReason | None = None
     reject_detail: str | None = None
+    reject_value: float | None = None
+    reject_limit: float | None = None
     duplicate_of: str | None = None
 
     @classmethod
@@ -211,15 +238,24 @@ class Record:
         caption: str,
         caption_source: CaptionSource,
         page_url: str | None = None,
+        where: str | None = None,
+        key: str | None = None,
     ) -> Record:
-        """A fresh candidate with its stable key."""
+        """A fresh candidate with its stable key and sighting id.
+
+        `where` says where it was seen, e.g. "list.tsv:42" (default: `page_url`); `key`
+        replaces the (url, caption) hash where that cannot identify the candidate (a
+        malformed row, a URL kept shortened).
+        """
+        key = record_key(url, caption) if key is None else key
         return cls(
-            key=record_key(url, caption),
+            key=key,
             source=source,
             url=url,
             caption=caption,
             caption_source=caption_source,
             page_url=page_url,
+            sighting_id=sighting_id(key, source, where if where is not None else page_url or ""),
         )
 
     def rejected(
@@ -228,10 +264,14 @@ class Record:
         detail: str | None = None,
         *,
         duplicate_of: str | None = None,
+        value: float | None = None,
+        limit: float | None = None,
     ) -> Record:
         """This record, settled as rejected for `reason` (its stage follows from the reason).
 
-        Image bytes are dropped: the ledger keeps metadata, not pixels.
+        `value` and `limit` are the measure and the bound it failed, where the reason is a
+        comparison (a CLIP score under its threshold, a side under the minimum); `detail`
+        says the same in words. Image bytes are dropped: the ledger keeps metadata, not pixels.
         """
         return dataclasses.replace(
             self,
@@ -239,7 +279,9 @@ class Record:
             status=Status.REJECTED,
             reject_stage=reason.stage,
             reject_reason=reason,
-            reject_detail=detail,
+            reject_detail=deterministic_detail(detail),
+            reject_value=None if value is None else float(value),
+            reject_limit=None if limit is None else float(limit),
             duplicate_of=duplicate_of if duplicate_of is not None else self.duplicate_of,
         )
 
@@ -293,7 +335,7 @@ def make_replacer(*fields: str) -> Callable[..., Record]:
         with_language = make_replacer("language", "language_score")
         with_language(record, "en", 0.93)  # == dataclasses.replace(record, language=..., ...)
 
-    `replace` goes through `__init__`, where a frozen dataclass sets each of the 23 fields
+    `replace` goes through `__init__`, where a frozen dataclass sets each of the 26 fields
     with `object.__setattr__` (about 4 µs a record, more than fastText's own prediction).
     The copy here is generated code, as dataclasses generate `__init__`: one slot read and
     one slot store per field. The result is an ordinary, frozen `Record`: equal, hashing

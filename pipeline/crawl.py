@@ -58,8 +58,9 @@ class FetchPage(beam.DoFn):
         count_page("fetched")
         match = _CHARSET.search(response.headers.get("content-type", ""))
         charset = match.group(1) if match else None
+        # Sighted as the URL asked for: two seeds redirected to one page are two sightings.
         candidates = extract_candidates(
-            response.body, response.url, source=self.source, headers_charset=charset
+            response.body, response.url, source=self.source, headers_charset=charset, where=url
         )
         links = tuple(
             link

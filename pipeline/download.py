@@ -28,7 +28,9 @@ def download_one(fetcher: Fetcher, processor: ImageProcessor, record: Record) ->
     try:
         response = fetcher.fetch(record.url, accept="image")
     except FetchRejected as rejection:
-        return record.rejected(rejection.reason, rejection.detail)
+        return record.rejected(
+            rejection.reason, rejection.detail, value=rejection.value, limit=rejection.limit
+        )
     fetched = dataclasses.replace(record, image=response.body, num_bytes=len(response.body))
     return processor.process(fetched)
 

@@ -59,11 +59,12 @@ class ReadLists(beam.PTransform):
         )
 
 
-def _warc_pages(path: str) -> Iterator[tuple[str, bytes, str | None]]:
+def _warc_pages(path: str) -> Iterator[tuple[str, bytes, str | None, str]]:
+    """(page URL, HTML, charset, where: the file and the page's place in it)."""
     with open_source(path, decompress=False) as stream:
-        for page in iter_warc_pages(stream):
+        for index, page in enumerate(iter_warc_pages(stream)):
             count_page("from_warc")
-            yield page
+            yield page.page_url, page.html, page.charset, f"{path}#{index}"
 
 
 class ReadWarcPages(beam.PTransform):
@@ -83,8 +84,8 @@ class ReadWarcPages(beam.PTransform):
             | "SpreadPages" >> beam.Reshuffle()
             | "Extract"
             >> beam.FlatMapTuple(
-                lambda url, html, charset: extract_candidates(
-                    html, url, source=source, headers_charset=charset
+                lambda url, html, charset, where: extract_candidates(
+                    html, url, source=source, headers_charset=charset, where=where
                 )
             )
         )

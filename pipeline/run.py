@@ -85,6 +85,9 @@ def run_pipeline(
         "seconds": round(time.time() - started, 2),
         "versions": _versions(),
         "config": config.to_dict(),
+        # The report marks `clip_threshold` on the score histogram and its gallery.
+        "clip": config.clip.provenance(),
+        "clip_threshold": config.clip.provenance()["threshold"],
         "pages": {
             k.removeprefix("pages."): v for k, v in counters.items() if k.startswith("pages.")
         },

@@ -15,6 +15,7 @@ _FIELD_TYPES: dict[str, pa.DataType] = {
     "caption": pa.string(),
     "caption_source": pa.string(),
     "page_url": pa.string(),
+    "sighting_id": pa.string(),
     "image_format": pa.string(),
     "width": pa.int32(),
     "height": pa.int32(),
@@ -30,6 +31,8 @@ _FIELD_TYPES: dict[str, pa.DataType] = {
     "reject_stage": pa.string(),
     "reject_reason": pa.string(),
     "reject_detail": pa.string(),
+    "reject_value": pa.float64(),
+    "reject_limit": pa.float64(),
     "duplicate_of": pa.string(),
 }
 

@@ -90,8 +90,12 @@ def write_shard(folder: str, shard_id: int, records: Sequence[Record]) -> int:
 
 
 def write_rejects_part(folder: str, part_id: int | str, records: Sequence[Record]) -> int:
-    """Commit one part of the rejects ledger (`rejects/PART.parquet`); return its row count."""
-    ordered = sorted(records, key=lambda r: r.key)
+    """Commit one part of the rejects ledger (`rejects/PART.parquet`); return its row count.
+
+    Rows are in (key, sighting id) order: a key may repeat in the ledger, its sightings not,
+    so the part's bytes do not depend on the order the records arrived in.
+    """
+    ordered = sorted(records, key=lambda r: (r.key, r.sighting_id or ""))
     for record in ordered:
         if record.status is not Status.REJECTED or record.reject_reason is None:
             raise DatasetWriteError(f"record {record.key} is not rejected with a reason")

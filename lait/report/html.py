@@ -279,6 +279,10 @@ def _distributions(data: ReportData) -> Html:
     rej = {name: series["rejected"] for name, series in d.items()}
     threshold = data.clip_threshold
     clip_note = f"threshold {threshold:g}" if threshold is not None else "no threshold recorded"
+    clip_run = data.run.get("clip")
+    model = clip_run.get("model") if isinstance(clip_run, dict) else None
+    if isinstance(model, str) and model:
+        clip_note = f"{model}, {clip_note}"
     clip = _distribution_panel(
         f"CLIP score ({clip_note})",
         _plot(

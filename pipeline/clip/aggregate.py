@@ -37,6 +37,8 @@ def best_caption_of_image(records: Iterable[Record]) -> Iterator[Record]:
             RejectReason.NOT_BEST_CAPTION,
             f"clip {other.clip_score:.4f} < {best.clip_score:.4f} for the same image",
             duplicate_of=best.key,
+            value=other.clip_score,
+            limit=best.clip_score,
         )
 
 

@@ -8,7 +8,7 @@ a model not listed there must be given one (measure it: `bench/filter_quality.py
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Any, Literal
 
 # Minimum image-text cosine similarity per model (model name as given to `load_clip`).
 KNOWN_MIN_SCORES: dict[str, float] = {
@@ -81,6 +81,25 @@ class ClipConfig:
         if language is not None and language in self.min_score_by_language:
             return float(self.min_score_by_language[language])
         return self.default_min_score
+
+    def provenance(self) -> dict[str, Any]:
+        """What stats.json records of the filter: the model and the thresholds it applied.
+
+        `threshold` is the minimum for captions without a language of their own (None under
+        the top-fraction policy, whose cuts depend on the run's scores).
+        """
+        threshold_policy = self.policy == "threshold"
+        return {
+            "model": self.model,
+            "pretrained": self.pretrained,
+            "policy": self.policy,
+            "threshold": self.default_min_score if threshold_policy else None,
+            "threshold_by_language": dict(self.min_score_by_language) if threshold_policy else {},
+            "top_fraction": None if threshold_policy else self.top_fraction,
+            "top_fraction_by_language": (
+                {} if threshold_policy else dict(self.top_fraction_by_language)
+            ),
+        }
 
     def top_fraction_for(self, language: str | None) -> float:
         """The top-fraction-policy share kept of captions in `language`."""

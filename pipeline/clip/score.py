@@ -91,7 +91,10 @@ class ScoreWithClip(beam.DoFn):
             if threshold_policy and by_key[record.key] < minimum:
                 self.low.inc()
                 yield scored.rejected(
-                    RejectReason.LOW_CLIP_SCORE, f"{by_key[record.key]:.4f} < {minimum:.4f}"
+                    RejectReason.LOW_CLIP_SCORE,
+                    f"{by_key[record.key]:.4f} < {minimum:.4f}",
+                    value=by_key[record.key],
+                    limit=minimum,
                 )
             else:
                 yield scored
@@ -111,6 +114,8 @@ class RejectBelowCut(beam.DoFn):
                 yield record.rejected(
                     RejectReason.LOW_CLIP_SCORE,
                     f"{record.clip_score:.4f} < top-fraction cut {cut:.4f}",
+                    value=record.clip_score,
+                    limit=cut,
                 )
                 return
         yield record

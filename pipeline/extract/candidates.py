@@ -82,9 +82,17 @@ def _resolve(
 
 
 def records_for_sighting(
-    sighting: ImageSighting, *, page_url: str, base_url: str, source: str
+    sighting: ImageSighting,
+    *,
+    page_url: str,
+    base_url: str,
+    source: str,
+    where: str | None = None,
 ) -> list[Record]:
-    """The records for one image: one per distinct caption, or one with caption ""."""
+    """The records for one image: one per distinct caption, or one with caption "".
+
+    `where` names the page as the job saw it (see `Record.candidate`; default `page_url`).
+    """
     url, key_url, rejection = _resolve(sighting, base_url)
     captions = _captions(sighting)
     if not captions:
@@ -99,9 +107,9 @@ def records_for_sighting(
             caption=caption,
             caption_source=caption_source,
             page_url=page_url,
+            where=where,
+            key=record_key(key_url, caption),
         )
-        if key_url != url:
-            record = dataclasses.replace(record, key=record_key(key_url, caption))
         if rejection is not None:
             record = record.rejected(*rejection)
         records.append(record)
@@ -109,13 +117,18 @@ def records_for_sighting(
 
 
 def records_for_page(
-    sightings: Iterable[ImageSighting], *, page_url: str, base_url: str, source: str
+    sightings: Iterable[ImageSighting],
+    *,
+    page_url: str,
+    base_url: str,
+    source: str,
+    where: str | None = None,
 ) -> list[Record]:
     """The records for all images of one page, each key once, in page order."""
     by_key: dict[str, Record] = {}
     for sighting in sightings:
         for record in records_for_sighting(
-            sighting, page_url=page_url, base_url=base_url, source=source
+            sighting, page_url=page_url, base_url=base_url, source=source, where=where
         ):
             kept = by_key.get(record.key)
             if kept is None or (

@@ -350,11 +350,17 @@ def _resolved_links(hrefs: list[str], base_url: str) -> list[str]:
 
 
 def extract_page(
-    html: bytes, page_url: str, *, source: str, headers_charset: str | None = None
+    html: bytes,
+    page_url: str,
+    *,
+    source: str,
+    headers_charset: str | None = None,
+    where: str | None = None,
 ) -> PageExtraction:
     """Image records and outgoing links of one page, from a single parse.
 
-    `headers_charset` is the charset (or whole Content-Type) of the HTTP response.
+    `headers_charset` is the charset (or whole Content-Type) of the HTTP response; `where`
+    names this sighting of the page for the records' sighting ids (default `page_url`).
     """
     document, encoding = decode_html(html, headers_charset)
     parser, parse_error = _parse(document)
@@ -372,13 +378,20 @@ def extract_page(
         )
         for image in parser.images
     ]
-    records = records_for_page(sightings, page_url=page_url, base_url=base_url, source=source)
+    records = records_for_page(
+        sightings, page_url=page_url, base_url=base_url, source=source, where=where
+    )
     links = _resolved_links(parser.hrefs, base_url)
     return PageExtraction(records, links, encoding, parse_error)
 
 
 def extract_candidates(
-    html: bytes, page_url: str, *, source: str, headers_charset: str | None = None
+    html: bytes,
+    page_url: str,
+    *,
+    source: str,
+    headers_charset: str | None = None,
+    where: str | None = None,
 ) -> list[Record]:
     """Every (image URL, caption) pair of a page as a record: a candidate, or rejected.
 
@@ -388,7 +401,9 @@ def extract_candidates(
     unusable URLs come back rejected with their reason, so nothing is lost. Keys are
     unique within the page.
     """
-    return extract_page(html, page_url, source=source, headers_charset=headers_charset).records
+    return extract_page(
+        html, page_url, source=source, headers_charset=headers_charset, where=where
+    ).records
 
 
 def extract_links(html: bytes, page_url: str, *, headers_charset: str | None = None) -> list[str]:

@@ -4,7 +4,9 @@
     try:
         response = fetcher.fetch(url, accept="image")
     except FetchRejected as rejected:
-        record = record.rejected(rejected.reason, rejected.detail)
+        record = record.rejected(
+            rejected.reason, rejected.detail, value=rejected.value, limit=rejected.limit
+        )
     fetcher.counters()                        # -> Beam Metrics
     fetcher.close()                           # in DoFn.teardown
 

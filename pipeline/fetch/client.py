@@ -222,6 +222,8 @@ class Fetcher:
                         RejectReason.TOO_MANY_REDIRECTS,
                         f"more than {self.config.max_redirects} redirects",
                         target.url,
+                        value=len(redirects) + 1,
+                        limit=self.config.max_redirects,
                     )
                 redirects.append(target.url)
                 self._counters.add("redirects")
@@ -382,10 +384,12 @@ class Fetcher:
             )
         declared = _content_length(response.headers.get("content-length"))
         if declared is not None and declared > max_bytes and not truncate:
-            _reject(
+            raise FetchRejected(
                 RejectReason.TOO_MANY_BYTES,
                 f"Content-Length {declared} is over the {max_bytes} byte limit",
                 url,
+                value=declared,
+                limit=max_bytes,
             )
         body = self._read_body(response, url, deadline, max_bytes=max_bytes, truncate=truncate)
         headers = {name.lower(): response.headers[name] for name in response.headers}
@@ -424,10 +428,12 @@ class Fetcher:
                 if truncate:
                     chunks.append(chunk[: max_bytes - (size - len(chunk))])
                     break
-                _reject(
+                # The read stops here, so the body's true size stays unknown (no value).
+                raise FetchRejected(
                     RejectReason.TOO_MANY_BYTES,
                     f"body is over the {max_bytes} byte limit",
                     url,
+                    limit=max_bytes,
                 )
             chunks.append(chunk)
         return b"".join(chunks)

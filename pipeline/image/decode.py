@@ -23,12 +23,22 @@ PREVIEW_SIDE = 64  # enough for a 32x32 perceptual hash
 
 
 class ImageRejected(Exception):
-    """An image cannot be used; `reason` says why in the pipeline's terms."""
+    """An image cannot be used; `reason` says why in the pipeline's terms, and `value` and
+    `limit` are the measure and the bound it failed, for reasons that compare."""
 
-    def __init__(self, reason: RejectReason, detail: str) -> None:
+    def __init__(
+        self,
+        reason: RejectReason,
+        detail: str,
+        *,
+        value: float | None = None,
+        limit: float | None = None,
+    ) -> None:
         super().__init__(f"{reason.value}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.value = value
+        self.limit = limit
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,8 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
                 raise ImageRejected(
                     RejectReason.DECOMPRESSION_BOMB,
                     f"{width}x{height} = {width * height} pixels > {max_pixels}",
+                    value=width * height,
+                    limit=max_pixels,
                 )
             source_format = image.format or "unknown"
             rotated = _has_rotation(image)
@@ -75,6 +87,13 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
         raise
     except Image.DecompressionBombError as error:
         raise ImageRejected(RejectReason.DECOMPRESSION_BOMB, str(error)) from error
+    except Image.UnidentifiedImageError as error:
+        # Pillow's message names the stream object and its memory address, which differs
+        # on every run; say what the bytes are instead.
+        raise ImageRejected(
+            RejectReason.UNDECODABLE_IMAGE,
+            f"not an image format Pillow reads ({len(data)} bytes, starting {data[:8]!r})",
+        ) from error
     except OSError as error:
         reason = (
             RejectReason.TRUNCATED_IMAGE
@@ -82,7 +101,7 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
             else RejectReason.UNDECODABLE_IMAGE
         )
         raise ImageRejected(reason, str(error)) from error
-    except (ValueError, SyntaxError, Image.UnidentifiedImageError) as error:
+    except (ValueError, SyntaxError) as error:
         raise ImageRejected(RejectReason.UNDECODABLE_IMAGE, str(error)) from error
 
     if passes_through:

@@ -50,25 +50,35 @@ class ImageProcessor:
         try:
             return self._process(record, record.image)
         except ImageRejected as rejection:
-            return record.rejected(rejection.reason, rejection.detail)
+            return record.rejected(
+                rejection.reason, rejection.detail, value=rejection.value, limit=rejection.limit
+            )
 
     def _process(self, record: Record, data: bytes) -> Record:
         config = self.config
         if len(data) < config.min_bytes:
             raise ImageRejected(
-                RejectReason.TOO_FEW_BYTES, f"{len(data)} bytes < {config.min_bytes}"
+                RejectReason.TOO_FEW_BYTES,
+                f"{len(data)} bytes < {config.min_bytes}",
+                value=len(data),
+                limit=config.min_bytes,
             )
         decoded = decode_image(data, config.max_pixels)
         width, height = decoded.width, decoded.height
         if min(width, height) < config.min_side:
             raise ImageRejected(
-                RejectReason.TOO_SMALL, f"{width}x{height}: shorter side < {config.min_side}"
+                RejectReason.TOO_SMALL,
+                f"{width}x{height}: shorter side < {config.min_side}",
+                value=min(width, height),
+                limit=config.min_side,
             )
         aspect = max(width, height) / min(width, height)
         if aspect > config.max_aspect_ratio:
             raise ImageRejected(
                 RejectReason.BAD_ASPECT_RATIO,
                 f"{width}x{height}: {aspect:.2f} > {config.max_aspect_ratio}",
+                value=aspect,
+                limit=config.max_aspect_ratio,
             )
         encoded, out_width, out_height, _, _, error = self._resizer(io.BytesIO(decoded.encoded))
         if error is not None or encoded is None:

@@ -43,6 +43,7 @@ class LanguageVerdict:
     score: float | None
     reason: RejectReason | None = None
     detail: str | None = None
+    limit: float | None = None  # the minimum `score` missed (LOW_LANGUAGE_CONFIDENCE)
 
 
 def decide_language(scores: dict[str, float], wanted: dict[str, float]) -> LanguageVerdict:
@@ -65,7 +66,9 @@ def decide_language(scores: dict[str, float], wanted: dict[str, float]) -> Langu
     if top is None:
         return LanguageVerdict(None, None, RejectReason.WRONG_LANGUAGE, "no prediction")
     if top[0] in wanted:
-        return LanguageVerdict(top[0], top[1], RejectReason.LOW_LANGUAGE_CONFIDENCE, shown)
+        return LanguageVerdict(
+            top[0], top[1], RejectReason.LOW_LANGUAGE_CONFIDENCE, shown, wanted[top[0]]
+        )
     return LanguageVerdict(top[0], top[1], RejectReason.WRONG_LANGUAGE, shown)
 
 
@@ -170,7 +173,15 @@ class IdentifyLanguage(beam.DoFn):
                 out.append(labelled)
             else:
                 counts[verdict.reason.value] += 1
-                out.append(labelled.rejected(verdict.reason, verdict.detail))
+                limit = verdict.limit
+                out.append(
+                    labelled.rejected(
+                        verdict.reason,
+                        verdict.detail,
+                        value=verdict.score if limit is not None else None,
+                        limit=limit,
+                    )
+                )
         if live and not self.top_first:
             self.top_first = settled_by_top / len(live) >= TOP_FIRST_MIN_SETTLED
         return out

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import dataclasses
 import io
 import json
 import os
@@ -46,25 +45,36 @@ def malformed_row(
     """A rejected MALFORMED_ROW record, keyed by (origin, line number, raw text) so it is unique
     within a file and the same on every rerun."""
     record = Record.candidate(
-        source=source, url=url, caption=caption, caption_source=CaptionSource.LIST
+        source=source,
+        url=url,
+        caption=caption,
+        caption_source=CaptionSource.LIST,
+        where=f"{origin}:{line_no}",
+        key=record_key(f"malformed:{origin}:{line_no}", raw),
     )
-    record = dataclasses.replace(record, key=record_key(f"malformed:{origin}:{line_no}", raw))
     quoted = raw if len(raw) <= MAX_DETAIL_RAW_CHARS else raw[:MAX_DETAIL_RAW_CHARS] + "…"
     return record.rejected(RejectReason.MALFORMED_ROW, f"line {line_no}: {problem}: {quoted!r}")
 
 
-def list_record(*, source: str, url: str, caption: str) -> Record:
-    """The record for a well-formed url+caption row: a candidate, or INVALID_URL / NO_CAPTION."""
+def list_record(*, source: str, url: str, caption: str, where: str = "") -> Record:
+    """The record for a well-formed url+caption row: a candidate, or INVALID_URL / NO_CAPTION.
+
+    `where` is the row's place ("list.tsv:42"), so a row repeated in a list is two sightings.
+    """
     text = normalise_caption(caption)
     try:
         resolved = resolve_http_url(url)
     except InvalidUrlError as error:
         record = Record.candidate(
-            source=source, url=url.strip(), caption=text, caption_source=CaptionSource.LIST
+            source=source,
+            url=url.strip(),
+            caption=text,
+            caption_source=CaptionSource.LIST,
+            where=where,
         )
         return record.rejected(RejectReason.INVALID_URL, str(error))
     record = Record.candidate(
-        source=source, url=resolved, caption=text, caption_source=CaptionSource.LIST
+        source=source, url=resolved, caption=text, caption_source=CaptionSource.LIST, where=where
     )
     if not text:
         return record.rejected(RejectReason.NO_CAPTION, "empty caption")
@@ -131,7 +141,7 @@ def read_tsv_pairs(
                 caption=caption,
             )
         else:
-            yield list_record(source=source, url=url, caption=caption)
+            yield list_record(source=source, url=url, caption=caption, where=f"{origin}:{line_no}")
 
 
 def read_conceptual_captions(
@@ -192,7 +202,9 @@ def read_sbu(
                     caption=caption,
                 )
             else:
-                yield list_record(source=source, url=url, caption=caption)
+                yield list_record(
+                    source=source, url=url, caption=caption, where=f"{origin}:{line_no}"
+                )
 
 
 def _has_surrogates(text: str) -> bool:
@@ -284,7 +296,12 @@ def _read_csv_rows(
                 problem=problem,
             )
         else:
-            yield list_record(source=source, url=row[url_at], caption=row[caption_at])
+            yield list_record(
+                source=source,
+                url=row[url_at],
+                caption=row[caption_at],
+                where=f"{origin}:{reader.line_num}",
+            )
 
 
 def read_jsonl(
@@ -325,7 +342,9 @@ def read_jsonl(
                     caption=caption if isinstance(caption, str) else "",
                 )
             else:
-                yield list_record(source=source, url=url, caption=caption)
+                yield list_record(
+                    source=source, url=url, caption=caption, where=f"{origin}:{line_no}"
+                )
 
 
 def _pair_problem(url: Any, caption: Any, url_column: str, caption_column: str) -> str | None:
@@ -405,7 +424,9 @@ def read_parquet(
                         caption=caption if isinstance(caption, str) else "",
                     )
                 else:
-                    yield list_record(source=source, url=url, caption=caption)
+                    yield list_record(
+                        source=source, url=url, caption=caption, where=f"{origin}:{row_no}"
+                    )
 
 
 def table_format(path: str) -> str:

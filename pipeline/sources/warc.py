@@ -12,7 +12,6 @@ is written in the page, so it is resolved against `Head.Base` or the page URL he
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import zlib
 from collections.abc import Iterator
@@ -129,9 +128,13 @@ def _wat_sightings(links: Any) -> list[ImageSighting]:
 def _malformed_wat(record: Any, source: str, page_url: str, problem: str) -> Record:
     record_id = record.rec_headers.get_header("WARC-Record-ID") or ""
     candidate = Record.candidate(
-        source=source, url="", caption="", caption_source=CaptionSource.ALT, page_url=page_url
+        source=source,
+        url="",
+        caption="",
+        caption_source=CaptionSource.ALT,
+        page_url=page_url,
+        key=record_key(f"wat:{record_id}", page_url),
     )
-    candidate = dataclasses.replace(candidate, key=record_key(f"wat:{record_id}", page_url))
     return candidate.rejected(RejectReason.MALFORMED_ROW, f"WAT record {record_id}: {problem}")
 
 
@@ -169,9 +172,11 @@ def iter_wat_candidates(src: SourceInput, source: str) -> Iterator[Record]:
                 continue
             target = _dig(envelope, "WARC-Header-Metadata", "WARC-Target-URI")
             page_url = target if isinstance(target, str) and target else page_url
+            record_id = record.rec_headers.get_header("WARC-Record-ID") or ""
             yield from records_for_page(
                 _wat_sightings(html.get("Links")),
                 page_url=page_url,
                 base_url=_wat_base_url(page_url, html.get("Head")),
                 source=source,
+                where=f"{origin}#{record_id}",
             )

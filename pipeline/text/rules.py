@@ -51,6 +51,8 @@ class CaptionVerdict:
     caption: str
     reason: RejectReason | None = None
     detail: str | None = None
+    value: float | None = None  # the measure a comparing rule failed (words, OOV rate)
+    limit: float | None = None  # and its bound
 
 
 def _is_word(token: str, vocabulary: Collection[str] | None) -> bool:
@@ -103,17 +105,31 @@ class CaptionRules:
         key = counting_key(caption)
         if _is_boilerplate(key, self.boilerplate_phrases, self.boilerplate_words):
             return CaptionVerdict(caption, RejectReason.BOILERPLATE_CAPTION, key[:80])
-        words = word_count(caption)
-        if words < config.min_words or len(caption) < config.min_chars:
-            detail = f"{words} words, {len(caption)} chars"
-            return CaptionVerdict(caption, RejectReason.CAPTION_TOO_SHORT, detail)
-        if words > config.max_words or len(caption) > config.max_chars:
-            detail = f"{words} words, {len(caption)} chars"
-            return CaptionVerdict(caption, RejectReason.CAPTION_TOO_LONG, detail)
+        words, chars = word_count(caption), len(caption)
+        detail = f"{words} words, {chars} chars"
+        # value/limit: the count that broke its bound (words first, as the detail reads).
+        if words < config.min_words:
+            return CaptionVerdict(
+                caption, RejectReason.CAPTION_TOO_SHORT, detail, words, config.min_words
+            )
+        if chars < config.min_chars:
+            return CaptionVerdict(
+                caption, RejectReason.CAPTION_TOO_SHORT, detail, chars, config.min_chars
+            )
+        if words > config.max_words:
+            return CaptionVerdict(
+                caption, RejectReason.CAPTION_TOO_LONG, detail, words, config.max_words
+            )
+        if chars > config.max_chars:
+            return CaptionVerdict(
+                caption, RejectReason.CAPTION_TOO_LONG, detail, chars, config.max_chars
+            )
         rate, unknown = oov_rate(caption, self.vocabulary)
         if rate > config.max_oov_rate:
             detail = f"{rate:.2f} out of vocabulary: {' '.join(unknown[:5])}"[:120]
-            return CaptionVerdict(caption, RejectReason.HIGH_OOV_RATE, detail)
+            return CaptionVerdict(
+                caption, RejectReason.HIGH_OOV_RATE, detail, rate, config.max_oov_rate
+            )
         return CaptionVerdict(caption)
 
 

@@ -45,7 +45,9 @@ class CheckCaptions(beam.DoFn):
         verdict = self.rules.check(record.caption)
         if verdict.reason is not None:
             beam.metrics.Metrics.counter(NAMESPACE, f"text_filter.{verdict.reason}").inc()
-            yield record.rejected(verdict.reason, verdict.detail)
+            yield record.rejected(
+                verdict.reason, verdict.detail, value=verdict.value, limit=verdict.limit
+            )
             return
         self.passed.inc()
         if verdict.caption != record.caption:
@@ -73,6 +75,8 @@ class RejectSharedCaptions(beam.DoFn):
                 yield record.rejected(
                     RejectReason.CAPTION_SHARED_TOO_OFTEN,
                     f"caption on {images} images (limit {self.limit})",
+                    value=images,
+                    limit=self.limit,
                 )
                 return
         yield record
