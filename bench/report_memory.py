@@ -83,6 +83,7 @@ def _rows(rng: np.random.Generator, start: int, n: int, status: str) -> dict[str
         "caption": _captions(rng, n),
         "caption_source": ["alt" if i % 5 else "title" for i in numbers],
         "page_url": [f"https://host{i % 7919}.example/page/{i // 10}.html" for i in numbers],
+        "sighting_id": [f"{i:024x}" for i in numbers],
         "image_format": ["jpg"] * n,
         "width": width.tolist(),
         "height": height.tolist(),
@@ -98,6 +99,8 @@ def _rows(rng: np.random.Generator, start: int, n: int, status: str) -> dict[str
         "reject_stage": [None] * n,
         "reject_reason": [None] * n,
         "reject_detail": [None] * n,
+        "reject_value": [None] * n,
+        "reject_limit": [None] * n,
         "duplicate_of": [None] * n,
     }
 
