@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.filter_quality import demo_records
 from lait.demo_web import build_site
 from lait.record import Record
-from pipeline.clip import ClipConfig, ScoreWithClip
+from pipeline.clip import DEMO_CLIP_MODEL, ClipConfig, ScoreWithClip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.images)
     ]
     batches = [sample[i : i + args.batch] for i in range(0, len(sample), args.batch)]
-    stage = ScoreWithClip(ClipConfig(device=args.device))
+    stage = ScoreWithClip(ClipConfig(model=DEMO_CLIP_MODEL, device=args.device))
     stage.setup()
     clip = stage.clip  # the very same model and preprocessing for the peer
 

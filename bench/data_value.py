@@ -37,6 +37,7 @@ DEMO_PLAN = Path(__file__).resolve().parents[1] / "pretrain" / "plans" / "demo.y
 def crawl_demo(out: Path, site_seed: int, images: int) -> dict[str, dict[str, Any]]:
     """Crawl the demo web into out/curated and out/raw; return both runs' stats."""
     from lait.demo_web import DemoWebServer, build_site
+    from pipeline.clip import DEMO_CLIP_MODEL, ClipConfig
     from pipeline.config import OutputConfig, PipelineConfig, SourcesConfig, unfiltered
     from pipeline.fetch import FetchConfig
     from pipeline.run import run_pipeline
@@ -47,6 +48,7 @@ def crawl_demo(out: Path, site_seed: int, images: int) -> dict[str, dict[str, An
         curated = PipelineConfig(
             sources=SourcesConfig(pages=(server.url("/index.html"),), depth=1),
             fetch=FetchConfig(allowed_networks=("127.0.0.1/32",), total_timeout_s=2.0, retries=1),
+            clip=ClipConfig(model=DEMO_CLIP_MODEL),
             output=OutputConfig(folder=str(out / "curated"), samples_per_shard=200),
         )
         configs = {"curated": curated, "raw": _with_folder(unfiltered(curated), out / "raw")}

@@ -104,6 +104,7 @@ def _write_lists(folder: Path, port: int, count: int) -> tuple[Path, Path]:
 def run_ours(
     tsv: Path, out: Path, processes: int, threads: int, size: int, mode: str = "in_memory"
 ) -> int:
+    from pipeline.clip import DEMO_CLIP_MODEL, ClipConfig
     from pipeline.config import ImageConfig, ListSource, OutputConfig, PipelineConfig, SourcesConfig
     from pipeline.fetch import FetchConfig
     from pipeline.run import run_pipeline
@@ -112,6 +113,7 @@ def run_ours(
         sources=SourcesConfig(lists=(ListSource(path=str(tsv), format="cc"),)),
         fetch=FetchConfig(allowed_networks=("127.0.0.1/32",), per_domain_concurrency=threads),
         image=ImageConfig(image_size=size, resize_mode="keep_ratio", min_side=0),
+        clip=ClipConfig(model=DEMO_CLIP_MODEL),
         output=OutputConfig(folder=str(out), samples_per_shard=1000, overwrite=True),
         fetch_threads=threads,
     )

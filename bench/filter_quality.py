@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lait.demo_web import DemoSite, ImageReference, NoiseKind, build_site
 from lait.demo_web.noise import MARKUP_NOISE
 from lait.record import Record, RejectReason, Stage, Status
-from pipeline.clip import BestCaptionPerImage, ClipConfig, ClipScore
+from pipeline.clip import DEMO_CLIP_MODEL, BestCaptionPerImage, ClipConfig, ClipScore
 from pipeline.config import ImageConfig
 from pipeline.image import ImageProcessor
 from pipeline.langid import LanguageConfig, LanguageFilter
@@ -164,7 +164,7 @@ def run_filters(
                 | beam.ParDo(_AttachImage(images))
                 | TextFilters(text)
                 | LanguageFilter(language)
-                | ClipScore(clip)
+                | ClipScore(clip or ClipConfig(model=DEMO_CLIP_MODEL))  # the demo web's model
                 | BestCaptionPerImage()
                 | beam.ParDo(_Collect(folder))
             )

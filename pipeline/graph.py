@@ -98,9 +98,10 @@ class BuildDataset(beam.PTransform):
             | "Language" >> LanguageFilter(config.language)
             | "Download"
             >> Download(config.fetch, config.image, config.fetch_threads, self.progress_folder)
-            | "ClipScore" >> ClipScore(config.clip)
         )
-        if config.clip.best_caption_per_image:
+        if config.clip.enabled:
+            scored = scored | "ClipScore" >> ClipScore(config.clip)
+        if config.clip.enabled and config.clip.best_caption_per_image:
             scored = scored | "BestCaption" >> BestCaptionPerImage()
         kept = scored | "Dedupe" >> Deduplicate(config.dedupe)
         settled = (

@@ -64,7 +64,13 @@ def run_pipeline(
     show_progress: bool = True,
     job: str = "pipeline",
 ) -> dict[str, Any]:
-    """Run the job to completion and return the dataset's stats (also in stats.json)."""
+    """Run the job to completion and return the dataset's stats (also in stats.json).
+
+    Raises `ClipModelNotNamedError` before any work (nothing read, nothing written) when
+    CLIP scoring is on and the config names no model.
+    """
+    if config.clip.enabled:
+        config.clip.require_model()
     options, local = pipeline_options(list(beam_args or []))
     if local:
         # The local workers relay harmless start-up warnings ("No semi_persistent_directory")

@@ -22,7 +22,13 @@ from lait.models.clip import (
     load_clip,
 )
 from lait.record import CaptionSource, Record, RejectReason, Status
-from pipeline.clip import BestCaptionPerImage, ClipConfig, ClipScore, best_caption_of_image
+from pipeline.clip import (
+    DEMO_CLIP_MODEL,
+    BestCaptionPerImage,
+    ClipConfig,
+    ClipScore,
+    best_caption_of_image,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.filter_quality import beam_pipeline, collect
@@ -89,7 +95,7 @@ def test_transform_scores_rejects_and_keeps_best_caption_per_image() -> None:
                 results.add(
                     pipeline
                     | beam.Create(records)
-                    | ClipScore(ClipConfig())
+                    | ClipScore(ClipConfig(model=DEMO_CLIP_MODEL))
                     | BestCaptionPerImage()
                 )
             runs.append(results.read())

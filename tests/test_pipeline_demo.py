@@ -13,6 +13,7 @@ from lait.cli import main
 from lait.dataset import DatasetFolder, check_stats
 from lait.demo_web import DemoSite, DemoWebServer, NoiseKind, build_site
 from lait.record import RejectReason, Stage
+from pipeline.clip import DEMO_CLIP_MODEL, ClipConfig
 from pipeline.config import (
     ListSource,
     OutputConfig,
@@ -64,6 +65,7 @@ def _config(folder: Path, sources: SourcesConfig) -> PipelineConfig:
             retries=0,
             respect_robots_txt=True,
         ),
+        clip=ClipConfig(model=DEMO_CLIP_MODEL),  # the demo web's model, named (no default)
         output=OutputConfig(folder=str(folder), samples_per_shard=40),
     )
 
@@ -216,6 +218,8 @@ def test_cli_download_on_multiprocess_direct_runner(
             "--no-progress",
             "--set",
             "fetch.retries=0",
+            "--set",
+            "clip.model=lait-demo-clip",
             "--direct_num_workers=2",
         ]
     )
@@ -243,7 +247,8 @@ def test_cli_download_on_multiprocess_direct_runner(
     assert doubled["accepted"] == single["accepted"]
     assert doubled["reasons"]["duplicate_url_caption"] == single["accepted"]
     # A second run into the same folder is refused unless asked to overwrite.
-    assert main(["download", "--cc", str(cc), "--out", str(tmp_path / "out")]) == 2
+    again = ["download", "--cc", str(cc), "--out", str(tmp_path / "out")]
+    assert main([*again, "--set", "clip.model=lait-demo-clip"]) == 2
     assert "--overwrite" in capsys.readouterr().err
 
 
@@ -285,6 +290,8 @@ def test_killed_job_rerun_loses_and_duplicates_nothing(
             "--no-progress",
             "--set",
             "fetch.retries=0",
+            "--set",
+            "clip.model=lait-demo-clip",
             "--set",
             "output.samples_per_shard=1",  # many small commits: a wide window to kill in
             "--direct_running_mode=in_memory",

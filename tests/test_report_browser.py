@@ -140,6 +140,7 @@ def test_phone_layout_does_not_scroll_sideways(rendered: dict[str, Any], tmp_pat
 
 def test_report_of_a_demo_run_renders_with_its_real_funnel(tmp_path: Path) -> None:
     from lait.demo_web import DemoWebServer, build_site
+    from pipeline.clip import DEMO_CLIP_MODEL, ClipConfig
     from pipeline.config import OutputConfig, PipelineConfig, SourcesConfig
     from pipeline.fetch import FetchConfig
     from pipeline.run import run_pipeline
@@ -148,6 +149,7 @@ def test_report_of_a_demo_run_renders_with_its_real_funnel(tmp_path: Path) -> No
         config = PipelineConfig(
             sources=SourcesConfig(pages=(server.index_url,), depth=1),
             fetch=FetchConfig(allowed_networks=("127.0.0.1/32",), total_timeout_s=0.5, retries=0),
+            clip=ClipConfig(model=DEMO_CLIP_MODEL),
             output=OutputConfig(folder=str(tmp_path / "web")),
         )
         stats = run_pipeline(config, ["--direct_running_mode=in_memory"], show_progress=False)

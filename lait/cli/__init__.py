@@ -22,8 +22,9 @@ if TYPE_CHECKING:
 EPILOG = """\
 Typical use:
   lait demo                          the whole job on the embedded demo web, offline
-  lait crawl --pages-file urls.txt --out ds/ [--runner DataflowRunner --project P ...]
-  lait download --cc cc.tsv --out cc/    url+caption lists (Conceptual Captions, SBU, ...)
+  lait crawl --pages-file urls.txt --out ds/ --set clip.model=ViT-B-32 \
+      --set clip.pretrained=laion2b_s34b_b79k [--runner DataflowRunner --project P ...]
+  lait download --cc cc.tsv --out cc/ --set clip.model=...   url+caption lists (CC, SBU)
   lait dedupe ds1/ ds2/ --out ds/    deduplicate several crawls together
   lait info ds/                      what a dataset folder holds, and whether its counts add up
   lait report ds/                    the quality report: ds/report.html, to open in a browser
@@ -34,6 +35,8 @@ Typical use:
 
 Beam pipeline options (--runner, --project, --region, --temp_location, --num_workers,
 --sdk_container_image, ...) are passed through to Apache Beam by `crawl` and `download`.
+`crawl` and `download` need a CLIP model named (clip.model, clip.pretrained) or CLIP off
+(--set clip.enabled=false): the shipped lait-demo-clip knows only the demo web.
 """
 
 
@@ -539,7 +542,9 @@ def _add_crawl(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Crawl page URLs (or read WARC/WAT files), extract image+text candidates, "
         "filter their captions (text rules, fastText language ID), fetch and resize the images, "
         "score each pair with CLIP, deduplicate, and write a LAIT dataset folder in which every "
-        "candidate is either a sample or a reject with its reason. Unrecognised options "
+        "candidate is either a sample or a reject with its reason. Name the CLIP model "
+        "(--set clip.model=ViT-B-32 --set clip.pretrained=TAG_OR_PATH; there is no default) "
+        "or turn CLIP off (--set clip.enabled=false). Unrecognised options "
         "are Beam pipeline options (--runner DataflowRunner --project ... --region ... "
         "--temp_location gs://...).",
     )
@@ -560,6 +565,7 @@ def _add_download(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         help="download url+caption lists (Conceptual Captions, SBU, tables) into a dataset folder",
         description="Download the images of url+caption lists through the same filters, "
         "CLIP scoring and dedupe as `lait crawl`, and write a LAIT dataset folder. "
+        "As for `lait crawl`, name the CLIP model (--set clip.model=...) or turn CLIP off. "
         "Unrecognised options are Beam pipeline options.",
     )
     download.add_argument(

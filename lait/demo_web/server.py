@@ -266,6 +266,12 @@ def serve(
         if ground_truth_path is not None:
             count = truth.write_jsonl(ground_truth_path, base_url=server.base_url)
             print(f"  ground truth  {ground_truth_path} ({count} lines)", file=out)
+        # The demo CLIP is named here, never a default: it only knows the demo web's scenes.
+        print(
+            f"  crawl it      lait crawl --pages {server.index_url} --depth 1 "
+            "--allow-network 127.0.0.1/32 --set clip.model=lait-demo-clip --out ds/",
+            file=out,
+        )
         print("Press Ctrl-C to stop.", file=out, flush=True)
         event = stop if stop is not None else threading.Event()
         try:

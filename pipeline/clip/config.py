@@ -3,12 +3,36 @@
 A CLIP score threshold belongs to a model: cosine similarities of different models live on
 different scales. `min_score` left unset takes the model's entry in `KNOWN_MIN_SCORES`;
 a model not listed there must be given one (measure it: `bench/filter_quality.py`).
+
+There is no default model. The one LAIT ships, "lait-demo-clip", knows only the demo web's
+synthetic shapes: as a silent default it rejected every real image of a real crawl as
+LOW_CLIP_SCORE. So a job names its model (`lait demo` names the demo one), or turns CLIP
+scoring off with `enabled: false`, and `require_model` stops it before any work otherwise.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, Literal
+
+DEMO_CLIP_MODEL = "lait-demo-clip"  # = lait.models.clip.DEMO_MODEL (not imported: torch)
+
+NO_MODEL_MESSAGE = (
+    "clip: no CLIP model named. LAIT ships only a demo model (lait-demo-clip), trained on "
+    "the demo web's synthetic shapes, which rejects real images; name the model that scores "
+    "your pairs: an open_clip name and pretrained tag (--set clip.model=ViT-B-32 "
+    "--set clip.pretrained=laion2b_s34b_b79k, which open_clip downloads) or a local "
+    "checkpoint as the tag (--set clip.pretrained=/models/vit-b-32.pt), and "
+    "--set clip.min_score=... for a model LAIT has no threshold for (known: {known}); "
+    "or turn CLIP scoring off (--set clip.enabled=false). Crawling the demo web? "
+    "--set clip.model=lait-demo-clip, as `lait demo` does. "
+    "In a YAML config: clip: {{model: ..., pretrained: ...}}."
+)
+
+
+class ClipModelNotNamedError(ValueError):
+    """A job would score with CLIP but names no model (there is no default)."""
+
 
 # Minimum image-text cosine similarity per model (model name as given to `load_clip`).
 KNOWN_MIN_SCORES: dict[str, float] = {
@@ -35,10 +59,12 @@ class ClipConfig:
     Scores are rounded to `score_digits`, so that float noise from batch composition (which
     changes summation order) never changes a score or a decision between reruns.
     `best_caption_per_image`: LAIT's aggregation, keep only the best-scored caption of each
-    image (False keeps every caption that passes).
+    image (False keeps every caption that passes). `enabled=False` skips CLIP scoring (and
+    best-caption-per-image, which ranks by score): no model is needed, no pair gets a score.
     """
 
-    model: str = "lait-demo-clip"
+    enabled: bool = True
+    model: str | None = None  # no default: see the module docstring
     pretrained: str | None = None
     device: str = "cpu"
     policy: Literal["threshold", "top_fraction"] = "threshold"
@@ -55,6 +81,7 @@ class ClipConfig:
     def __post_init__(self) -> None:
         if (
             self.policy == "threshold"
+            and self.model is not None
             and self.min_score is None
             and self.model not in KNOWN_MIN_SCORES
             and not self.min_score_by_language
@@ -69,12 +96,18 @@ class ClipConfig:
         if self.batch_size < 1:
             raise ValueError("clip: batch_size must be at least 1")
 
+    def require_model(self) -> str:
+        """The model's name; raises `ClipModelNotNamedError` (saying what to give) if none."""
+        if self.model is None:
+            raise ClipModelNotNamedError(NO_MODEL_MESSAGE.format(known=sorted(KNOWN_MIN_SCORES)))
+        return self.model
+
     @property
     def default_min_score(self) -> float:
         """The minimum for languages without their own: `min_score` or the model's known one."""
         if self.min_score is not None:
             return self.min_score
-        return KNOWN_MIN_SCORES.get(self.model, 0.0)
+        return KNOWN_MIN_SCORES.get(self.model or "", 0.0)
 
     def min_score_for(self, language: str | None) -> float:
         """The threshold-policy minimum for a caption in `language`."""
@@ -88,16 +121,17 @@ class ClipConfig:
         `threshold` is the minimum for captions without a language of their own (None under
         the top-fraction policy, whose cuts depend on the run's scores).
         """
-        threshold_policy = self.policy == "threshold"
+        threshold_policy = self.enabled and self.policy == "threshold"
         return {
+            "enabled": self.enabled,
             "model": self.model,
             "pretrained": self.pretrained,
             "policy": self.policy,
             "threshold": self.default_min_score if threshold_policy else None,
             "threshold_by_language": dict(self.min_score_by_language) if threshold_policy else {},
-            "top_fraction": None if threshold_policy else self.top_fraction,
+            "top_fraction": self.top_fraction if self.enabled and not threshold_policy else None,
             "top_fraction_by_language": (
-                {} if threshold_policy else dict(self.top_fraction_by_language)
+                dict(self.top_fraction_by_language) if self.enabled and not threshold_policy else {}
             ),
         }
 

@@ -42,7 +42,8 @@ class ScoreWithClip(beam.DoFn):
     def setup(self) -> None:
         if self.config.torch_threads:
             torch.set_num_threads(self.config.torch_threads)
-        self.clip = load_clip(self.config.model, self.config.pretrained, self.config.device)
+        model = self.config.require_model()
+        self.clip = load_clip(model, self.config.pretrained, self.config.device)
         counter = beam.metrics.Metrics.counter
         self.scored = counter(NAMESPACE, "clip.scored")
         self.low = counter(NAMESPACE, f"clip.{RejectReason.LOW_CLIP_SCORE}")
@@ -160,9 +161,10 @@ class ClipScore(beam.PTransform):
     """Records in, records out: live downloaded pairs get `clip_score` and pass or become
     LOW_CLIP_SCORE rejects; settled and not-downloaded records pass unchanged."""
 
-    def __init__(self, config: ClipConfig | None = None) -> None:
+    def __init__(self, config: ClipConfig) -> None:
         super().__init__()
-        self.config = config or ClipConfig()
+        config.require_model()  # when the graph is built, before any work
+        self.config = config
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
         scored, _ = records | "Clip" >> _ScoreAll(
@@ -176,9 +178,10 @@ class ClipScoreWithEmbeddings(beam.PTransform):
     "embeddings": PCollection[(key, image_embedding, text_embedding)]} (float32 arrays,
     L2-normalised, one per scored pair, whatever its decision)."""
 
-    def __init__(self, config: ClipConfig | None = None) -> None:
+    def __init__(self, config: ClipConfig) -> None:
         super().__init__()
-        self.config = config or ClipConfig()
+        config.require_model()
+        self.config = config
 
     def expand(self, records: beam.PCollection) -> dict[str, beam.PCollection]:
         config = dataclasses.replace(self.config, keep_embeddings=True)
