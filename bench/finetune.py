@@ -8,6 +8,11 @@ and first pass); the last line is one JSON object with every figure.
 
     python bench/finetune.py            # ~10 min on 2 idle CPU cores
     python bench/finetune.py --smoke    # a minute: tiny model, few steps (checks it runs)
+    python bench/finetune.py --checkpoint out/demo/pretrain/02-cc_sbu/final \
+        --karpathy-json out/demo/benchmark/dataset_demo.json   # lait demo's model, ~2 min
+
+With `--checkpoint` the bench fine-tunes that checkpoint on the given benchmark instead of
+pre-training its own (the weak 150-step model learns little more than ITM's class prior).
 """
 
 from __future__ import annotations
@@ -97,7 +102,12 @@ def main() -> int:
     parser.add_argument("--itc-weight", type=float, default=0.0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", help="keep the runs here (default: a temporary folder)")
+    parser.add_argument("--checkpoint", help="fine-tune this checkpoint (skips pre-training)")
+    parser.add_argument("--karpathy-json", help="with --checkpoint: the benchmark's JSON")
+    parser.add_argument("--images", help="its image folder (default: beside the JSON)")
     args = parser.parse_args()
+    if args.checkpoint and not args.karpathy_json:
+        parser.error("--checkpoint needs --karpathy-json (e.g. lait demo's benchmark)")
     if not torch.cuda.is_available():
         torch.set_num_threads(2)
     scenes, steps = (64, 20) if args.smoke else (args.scenes, args.pretrain_steps)
@@ -105,16 +115,27 @@ def main() -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(args.out or scratch)
-        folder = write_scene_folder(str(root / "scenes"), scenes, seed=7, image_size=SCENE_SIZE)
-        # The same scenes write_scene_folder drew (its rng draws every scene first), so the
-        # benchmark holds out their content, as `lait demo` holds out the crawl's.
-        rng = random.Random(7)
-        seen = [random_scene(rng, SCENE_SIZE, SCENE_SIZE) for _ in range(scenes)]
-        benchmark = write_demo_benchmark(
-            root / "benchmark", n_train=n_train, n_test=n_test, image_size=SCENE_SIZE, exclude=seen
-        )
-        plan = pretrain_plan(folder, smoke=args.smoke, steps=steps)
-        trained = run_plan(plan, out_dir=root / "pretrain", progress=False, final_eval=False)
+        if args.checkpoint:
+            checkpoint, steps = args.checkpoint, 0
+            benchmark = Path(args.karpathy_json)
+            images = Path(args.images) if args.images else benchmark.parent / "images"
+        else:
+            folder = write_scene_folder(str(root / "scenes"), scenes, seed=7, image_size=SCENE_SIZE)
+            # The same scenes write_scene_folder drew (its rng draws every scene first), so
+            # the benchmark holds out their content, as `lait demo` holds out the crawl's.
+            rng = random.Random(7)
+            seen = [random_scene(rng, SCENE_SIZE, SCENE_SIZE) for _ in range(scenes)]
+            benchmark = write_demo_benchmark(
+                root / "benchmark",
+                n_train=n_train,
+                n_test=n_test,
+                image_size=SCENE_SIZE,
+                exclude=seen,
+            )
+            images = benchmark.parent / "images"
+            plan = pretrain_plan(folder, smoke=args.smoke, steps=steps)
+            trained = run_plan(plan, out_dir=root / "pretrain", progress=False, final_eval=False)
+            checkpoint = trained["final"]
         pretrain_seconds = time.monotonic() - started
         config = FinetuneConfig(
             epochs=1 if args.smoke else args.epochs,
@@ -126,9 +147,9 @@ def main() -> int:
             log_every=25,
         )
         result = finetune(
-            trained["final"],
+            checkpoint,
             benchmark,
-            benchmark.parent / "images",
+            images,
             root / "finetuned",
             config,
             log=print,

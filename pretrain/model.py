@@ -151,6 +151,12 @@ class ImageBertPreTrainedModel(PreTrainedModel):
 class ImageBertModel(ImageBertPreTrainedModel):
     """The single-stream encoder. Either side may be left out (text-only or regions-only)."""
 
+    # `AutoModel` on a pre-training checkpoint drops the heads without listing them.
+    _keys_to_ignore_on_load_unexpected = [  # noqa: RUF012 (transformers reads this)
+        r"^(mlm|moc|mrfr|itm|grounding)_head\.",
+        r"^contrastive\.",
+    ]
+
     def __init__(self, config: ImageBertConfig) -> None:
         super().__init__(config)
         self.embeddings = ImageBertEmbeddings(config)
