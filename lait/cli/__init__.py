@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 EPILOG = """\
 Typical use:
   lait demo                          the whole job on the embedded demo web, offline
-  lait crawl --pages-file urls.txt --out ds/ --set clip.model=ViT-B-32 \
+  lait crawl --pages-file urls.txt --out ds/ --set clip.model=ViT-B-32 \\
       --set clip.pretrained=laion2b_s34b_b79k [--runner DataflowRunner --project P ...]
   lait download --cc cc.tsv --out cc/ --set clip.model=...   url+caption lists (CC, SBU)
   lait dedupe ds1/ ds2/ --out ds/    deduplicate several crawls together
