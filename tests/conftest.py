@@ -59,3 +59,15 @@ def make_accepted() -> Callable[[int], Record]:
 @pytest.fixture
 def make_rejected() -> Callable[[int, RejectReason], Record]:
     return rejected_record
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():  # type: ignore[no-untyped-def]
+    """One torch thread for a module's tiny models: the machine is shared, and tiny models run
+    no faster on more threads. Use with `pytestmark = pytest.mark.usefixtures(...)`."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -4,65 +4,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
+from tiny_plans import train_tiny_checkpoint
 
 from lait.cli import main
 from lait.demo_web.benchmark import write_demo_benchmark
 from pretrain.evaluate import load_checkpoint, region_source_for
 from pretrain.finetune import FinetuneConfig, finetune, hard_negatives
 from pretrain.model import ImageBertForPreTraining
-from pretrain.synthetic import write_scene_folder
-from pretrain.trainer import run_plan
-
-VOCAB = ["circle", "square", "triangle", "star", "diamond", "hexagon", "cross", "background"]
-
-
-def tiny_plan(folder: str, steps: int = 3) -> dict[str, Any]:
-    """A short plan over the shipped demo CLIP's regions (so `regions.json` loads back)."""
-    return {
-        "name": "tiny",
-        "text_model": "none",
-        "num_workers": 0,
-        "holdout": 0.2,
-        "model": {
-            "hidden_size": 32,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "intermediate_size": 64,
-            "contrastive_dim": 16,
-        },
-        "regions": {
-            "type": "clip-grid",
-            "model": "lait-demo-clip",
-            "pool": 2,
-            "features": "projected",
-            "global_region": True,
-            "vocabulary": VOCAB,
-        },
-        "evaluate": {"after_each_stage": False},
-        "stages": [
-            {
-                "name": "web",
-                "sources": [{"path": folder}],
-                "steps": steps,
-                "batch_size": 8,
-                "lr": 1e-3,
-                "max_text_len": 24,
-                "objectives": {"itc": 1.0, "itm": 1.0},
-            }
-        ],
-    }
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
-    root = tmp_path_factory.mktemp("tiny")
-    folder = write_scene_folder(str(root / "web"), 24, seed=1)
-    result = run_plan(tiny_plan(folder), out_dir=root / "run", progress=False, final_eval=False)
-    return str(result["final"])
+    return train_tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")

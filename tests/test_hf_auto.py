@@ -28,12 +28,7 @@ from pretrain.trainer import run_plan
 DEMO_PLAN = Path(pretrain.__file__).parent / "plans" / "demo.yaml"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():  # type: ignore[no-untyped-def]
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_model(seed: int = 0) -> ImageBertForPreTraining:
