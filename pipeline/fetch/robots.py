@@ -7,21 +7,28 @@ it is an opt-out when it applies to us and names one of the opt-out directives
 switch agents part-way ("otherbot: noindex, lait: noai"), which img2dataset does not read.
 
 robots.txt is fetched once per (scheme, host, port) through the fetcher's own safe path,
-parsed with `urllib.robotparser`, and cached (bounded LRU, thread-safe, one load per origin
+parsed with Protego (Scrapy's parser: RFC 9309 groups, `*` and `$` wildcards, longest-match
+Allow/Disallow, Crawl-delay), and cached (bounded LRU, thread-safe, one load per origin
 even when many threads ask at once). A missing robots.txt (any 4xx) allows everything, as
 RFC 9309 says. A 5xx or an unreachable robots.txt also allows everything: RFC 9309 would
 have us assume "disallow all", but the page itself is fetched through the same path and
 fails on its own if the host is really down, and a flaky robots.txt should not silently
 drop a host that did not opt out. The choice lives in `Fetcher._load_robots_txt`: a loader
 returning None means "allow all".
+
+Wildcards follow Google's and RFC 9309's reading, which Protego implements: rules match
+the path *and query*, so `Disallow: /*.jpg$` blocks `/b.jpg` and `/c/b.jpg` but not
+`/b.jpg?x=1`. `urllib.robotparser` (used before) reads `*` and `$` literally, so that rule
+blocked nothing. The group for our product token wins over `User-agent: *`.
 """
 
 from __future__ import annotations
 
 import threading
-import urllib.robotparser
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+
+from protego import Protego
 
 from pipeline.fetch.urls import Target
 
@@ -67,18 +74,20 @@ class RobotsCache:
         self._loader = loader
         self._user_agent = user_agent
         self._max_entries = max_entries
-        self._parsers: OrderedDict[tuple[str, str, int], urllib.robotparser.RobotFileParser] = (
-            OrderedDict()
-        )
+        self._parsers: OrderedDict[tuple[str, str, int], Protego] = OrderedDict()
         self._loading: dict[tuple[str, str, int], threading.Lock] = {}
         self._lock = threading.Lock()
 
     def allows(self, target: Target) -> bool:
         """Whether robots.txt of `target`'s origin lets our user agent fetch `target`."""
-        parser = self._parser_for(target)
-        return parser.can_fetch(self._user_agent, target.url)
+        return bool(self._parser_for(target).can_fetch(target.url, self._user_agent))
 
-    def _parser_for(self, target: Target) -> urllib.robotparser.RobotFileParser:
+    def crawl_delay(self, target: Target) -> float | None:
+        """The Crawl-delay (seconds) robots.txt of `target`'s origin asks of us, if any."""
+        delay = self._parser_for(target).crawl_delay(self._user_agent)
+        return None if delay is None else float(delay)
+
+    def _parser_for(self, target: Target) -> Protego:
         key = target.origin
         with self._lock:
             cached = self._lookup(key)
@@ -98,18 +107,16 @@ class RobotsCache:
                 self._loading.pop(key, None)
             return parser
 
-    def _lookup(self, key: tuple[str, str, int]) -> urllib.robotparser.RobotFileParser | None:
+    def _lookup(self, key: tuple[str, str, int]) -> Protego | None:
         parser = self._parsers.get(key)
         if parser is not None:
             self._parsers.move_to_end(key)
         return parser
 
-    def _load(self, target: Target) -> urllib.robotparser.RobotFileParser:
-        parser = urllib.robotparser.RobotFileParser()
+    def _load(self, target: Target) -> Protego:
         text = self._loader(robots_target(target))
         # No rules (text None) parse to a parser that allows everything.
-        parser.parse((text or "").splitlines())
-        return parser
+        return Protego.parse(text or "")
 
 
 def robots_target(target: Target) -> Target:
