@@ -96,33 +96,56 @@ def _run_demo_web_ground_truth(args: argparse.Namespace) -> int:
 def _add_info(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     info = commands.add_parser(
         "info",
-        help="summarise a dataset folder and check that its counts add up",
-        description="Print a dataset folder's funnel (candidates, each stage, accepted) and "
-        "check stats.json against the parquet files. Exits 1 if the counts do not add up.",
+        help="summarise dataset folders, check their counts, print open_clip's arguments",
+        description="Print each dataset folder's funnel (candidates, each stage, accepted) and "
+        "check stats.json against the parquet files. Exits 1 if the counts do not add up. "
+        "Then print the --train-data and --train-num-samples of open_clip's trainer for the "
+        "folders together: with several folders open_clip would count them from the first "
+        "folder's sizes.json only (every folder names its shards from 00000.tar), so pass the "
+        "printed total.",
     )
-    info.add_argument("dataset", help="a LAIT dataset folder")
+    info.add_argument("dataset", nargs="+", help="a LAIT dataset folder (several to mix them)")
     info.add_argument("--json", action="store_true", help="print stats.json as JSON")
     info.set_defaults(run=_run_info)
 
 
 def _run_info(args: argparse.Namespace) -> int:
-    from lait.dataset import DatasetFolder, StatsMismatchError, check_stats, compute_stats
+    import shlex
 
-    folder = DatasetFolder(args.dataset)
-    stats = folder.stats()
+    from lait.dataset import (
+        DatasetFolder,
+        StatsMismatchError,
+        check_stats,
+        compute_stats,
+        shard_mix,
+    )
+
     if args.json:
-        print(json.dumps(stats, indent=1, ensure_ascii=False))
+        every = [DatasetFolder(path).stats() for path in args.dataset]
+        print(json.dumps(every[0] if len(every) == 1 else every, indent=1, ensure_ascii=False))
         return 0
-    print(format_funnel(stats))
-    try:
-        check_stats(stats)
-        recount = compute_stats(args.dataset)
-        if (recount["accepted"], recount["rejected"]) != (stats["accepted"], stats["rejected"]):
-            raise StatsMismatchError("stats.json disagrees with the parquet files; rerun the job")
-    except StatsMismatchError as error:
-        print(f"counts do not add up: {error}", file=sys.stderr)
-        return 1
-    print(f"shards: {stats['shards']}  webdataset: {folder.webdataset_urls()}")
+    for path in args.dataset:
+        folder = DatasetFolder(path)
+        stats = folder.stats()
+        if len(args.dataset) > 1:
+            print(f"== {path}")
+        print(format_funnel(stats))
+        try:
+            check_stats(stats)
+            recount = compute_stats(path)
+            if (recount["accepted"], recount["rejected"]) != (
+                stats["accepted"],
+                stats["rejected"],
+            ):
+                raise StatsMismatchError(
+                    "stats.json disagrees with the parquet files; rerun the job"
+                )
+        except StatsMismatchError as error:
+            print(f"counts do not add up in {path}: {error}", file=sys.stderr)
+            return 1
+        print(f"shards: {stats['shards']}  webdataset: {folder.webdataset_urls()}")
+    mix = shard_mix(args.dataset)
+    print(f"open_clip: {shlex.join(mix.open_clip_args())}")
     return 0
 
 

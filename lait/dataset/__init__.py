@@ -1,5 +1,6 @@
 """The LAIT dataset folder: the one contract between the pipeline and everything downstream."""
 
+from lait.dataset.mix import ShardMix, shard_mix
 from lait.dataset.reader import DatasetFolder, DatasetFolderError, Sample
 from lait.dataset.stats import StatsMismatchError, check_stats, compute_stats
 from lait.dataset.writer import (
@@ -18,11 +19,13 @@ __all__ = [
     "DatasetWriteError",
     "DatasetWriter",
     "Sample",
+    "ShardMix",
     "StatsMismatchError",
     "check_stats",
     "compute_stats",
     "finalize",
     "prepare_folder",
+    "shard_mix",
     "write_rejects_part",
     "write_shard",
     "write_sizes",
