@@ -192,6 +192,9 @@ def deterministic_detail(detail: str | None) -> str | None:
 def record_key(url: str, caption: str) -> str:
     """The stable key of a candidate: a hash of (url, caption), so reruns agree.
 
+    Sources pass `url` in canonical form (`pipeline.extract.urls.resolve_http_url`), so two
+    spellings of one image URL (`HTTP://A.com:80/x`, `http://a.com/x#y`) give one key.
+
     Hex only, so it holds no dots and is safe as a WebDataset key and a file name.
     """
     digest = hashlib.sha256(f"{url}\x00{caption}".encode("utf-8", "surrogatepass"))

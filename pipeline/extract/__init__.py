@@ -4,12 +4,13 @@ from pipeline.extract.candidates import ImageSighting, records_for_page, records
 from pipeline.extract.charset import decode_html
 from pipeline.extract.html import PageExtraction, extract_candidates, extract_links, extract_page
 from pipeline.extract.srcset import largest_srcset_url, parse_srcset
-from pipeline.extract.urls import InvalidUrlError, resolve_http_url
+from pipeline.extract.urls import InvalidUrlError, canonical_url, resolve_http_url
 
 __all__ = [
     "ImageSighting",
     "InvalidUrlError",
     "PageExtraction",
+    "canonical_url",
     "decode_html",
     "extract_candidates",
     "extract_links",
