@@ -199,7 +199,7 @@ def test_killed_writer_leaves_no_partial_shard(tmp_path: Path) -> None:
     # The next run into that folder clears the leftovers.
     with DatasetWriter(folder, overwrite=True):
         pass
-    assert sorted(p.name for p in folder.iterdir()) == ["sizes.json", "stats.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "sizes.json", "stats.json"]
 
 
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)])

@@ -5,6 +5,7 @@ DATASET/
   rejects/00000.parquet ...                              every dropped candidate
   stats.json                                             per-stage counts that add up
   sizes.json                                             samples per shard (open_clip)
+  README.md                                              dataset card (Hugging Face datasets)
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ SHARD_DIGITS = 5
 REJECTS_DIR = "rejects"
 STATS_FILE = "stats.json"
 SIZES_FILE = "sizes.json"
+CARD_FILE = "README.md"
 SHARD_PATTERN = re.compile(r"^(\d{5,})\.tar$")
-_DATASET_FILE = re.compile(r"^(\d{5,}\.(tar|parquet)|stats\.json|sizes\.json)$")
+_DATASET_FILE = re.compile(r"^(\d{5,}\.(tar|parquet)|stats\.json|sizes\.json|README\.md)$")
 
 
 def is_dataset_file(name: str) -> bool:

@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from lait.dataset import layout, storage
+from lait.dataset.card import write_card
 from lait.dataset.schema import metadata_table
 from lait.dataset.stats import compute_stats, write_stats
 from lait.record import Record, Status
@@ -125,10 +126,12 @@ def write_sizes(folder: str) -> dict[str, int]:
 
 
 def finalize(folder: str, run: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write sizes.json and stats.json from what is committed in `folder`; return the stats."""
+    """Write sizes.json, stats.json and README.md (the dataset card) from what is committed
+    in `folder`; return the stats."""
     write_sizes(folder)
     stats = compute_stats(folder, run=run)
     write_stats(folder, stats)
+    write_card(folder, stats)
     return stats
 
 
