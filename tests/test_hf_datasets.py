@@ -119,3 +119,15 @@ def test_card_of_a_folder_without_samples_names_no_config(tmp_path: Path) -> Non
     card = (tmp_path / "empty" / "README.md").read_text()
     assert card.startswith("---\n") and "config_name" not in card
     assert "0 accepted image-text pairs in 0 WebDataset shards" in card
+
+
+def test_shards_load_without_the_card_given_its_features(
+    list_source_folder: Path, tmp_path: Path
+) -> None:
+    from lait.dataset.card import hf_features
+
+    (list_source_folder / "README.md").unlink()
+    shards = sorted(str(p) for p in list_source_folder.glob("*.tar"))
+    loaded = _load("webdataset", tmp_path, data_files=shards, features=hf_features())
+    assert loaded.num_rows == 10 and isinstance(loaded.features["jpg"], datasets.Image)
+    assert loaded[9]["json"]["page_url"] == "http://127.0.0.1/index.html"

@@ -16,6 +16,7 @@ be read as tar files. `rejects/` alone holds only parquet files with one fixed s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -115,3 +116,11 @@ def write_card(folder: str, stats: dict[str, Any]) -> None:
     fs, root = storage.filesystem(folder)
     with storage.atomic_output(fs, storage.join(root, layout.CARD_FILE)) as out:
         out.write(dataset_card(folder, stats).encode("utf-8"))
+
+
+def hf_features(image_formats: Sequence[str] = ("jpg",)) -> Any:
+    """The card's sample features as `datasets.Features`, for loading shards without the card:
+    `load_dataset("webdataset", data_files=..., features=hf_features())`. Needs `datasets`."""
+    import datasets
+
+    return datasets.Features._from_yaml_list(sample_features(list(image_formats)))
