@@ -137,3 +137,16 @@ def test_trainer_trains_on_a_mix_with_the_total_lait_info_prints(
     run = _train(tmp_path, tiny_model, mix.open_clip_args(), 6)
     assert (run / "checkpoints" / "epoch_1.pt").is_file()
     assert "Train Epoch: 0 [18/18 (100%)]" in (run / "out.log").read_text()
+
+
+def test_a_mix_refuses_a_folder_twice_and_a_stale_sizes_json(
+    tmp_path: Path, make_accepted: Callable[..., Record]
+) -> None:
+    from lait.dataset import DatasetFolderError
+
+    _write_folder(tmp_path / "a", make_accepted, 0, 4, per_shard=2)
+    with pytest.raises(ValueError, match="given twice"):
+        shard_mix([tmp_path / "a", tmp_path / "a"])
+    (tmp_path / "a" / "sizes.json").write_text(json.dumps({"00000.tar": 2}))
+    with pytest.raises(DatasetFolderError, match=r"does not list \['00001.tar'\]"):
+        shard_mix([tmp_path / "a"])
