@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import apache_beam as beam
 
 from lait.record import Record
-from pipeline.extract import extract_candidates, extract_links
+from pipeline.extract import InvalidUrlError, canonical_url, extract_candidates, extract_links
 from pipeline.fetch import FetchConfig, Fetcher, FetchRejected
 from pipeline.outcomes import count_page
 
@@ -36,6 +36,17 @@ def site_of(url: str) -> str:
     """scheme://host:port, the unit of "same site" for link following."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc.lower()}"
+
+
+def seed_of(url: str) -> tuple[str, str]:
+    """(site, url) for a seed URL, in the canonical form extracted links have, so a seed and
+    a link to it are one frontier key and its site matches its links' sites. A URL that has
+    no canonical form goes on as given, for the fetcher to reject with its reason."""
+    try:
+        url = canonical_url(url)
+    except InvalidUrlError:
+        url = url.strip()
+    return site_of(url), url
 
 
 class FetchPage(beam.DoFn):
@@ -92,11 +103,7 @@ class CrawlPages(beam.PTransform):
         self.source = source
 
     def expand(self, urls: beam.PCollection) -> beam.PCollection:
-        frontier = (
-            urls
-            | "Seeds" >> beam.Map(lambda url: (site_of(url), url))
-            | "DistinctSeeds" >> beam.Distinct()
-        )
+        frontier = urls | "Seeds" >> beam.Map(seed_of) | "DistinctSeeds" >> beam.Distinct()
         seen = frontier | "SeenSeeds" >> beam.Map(lambda pair: (pair[1], True))
         page_rounds = []
         for level in range(self.depth + 1):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lait.record import CaptionSource, Status, record_key
+from pipeline.crawl import seed_of, site_of
 from pipeline.extract import canonical_url, extract_candidates, extract_links
 from pipeline.extract.urls import InvalidUrlError, resolve_http_url
 from pipeline.fetch.urls import parse_target
@@ -103,3 +104,10 @@ def test_list_rows_get_the_same_key_as_page_images() -> None:
     page = extract_candidates(PAGE, "http://site.example/", source="t")[0]
     assert row.caption_source is CaptionSource.LIST
     assert (row.url, row.key) == (page.url, page.key)
+
+
+def test_seeds_take_the_form_their_links_have() -> None:
+    seed_site, seed = seed_of("HTTP://Site.Example:80/next#top")
+    assert seed == extract_links(PAGE, "http://site.example/")[0]
+    assert seed_site == site_of(seed) == "http://site.example"
+    assert seed_of(" ftp://x.example/a ") == ("ftp://x.example", "ftp://x.example/a")
