@@ -35,7 +35,7 @@ from lait.dataset import layout
 from lait.dataset.schema import METADATA_SCHEMA
 from lait.dataset.stats import compute_stats, write_stats
 from lait.dataset.writer import write_sizes
-from lait.record import RejectReason
+from lait.record import RejectReason, Status, img2dataset_status_of
 
 SHARD_SIZE = 1000
 SHARDS_WITH_TARS = 3
@@ -102,6 +102,9 @@ def _rows(rng: np.random.Generator, start: int, n: int, status: str) -> dict[str
         "reject_value": [None] * n,
         "reject_limit": [None] * n,
         "duplicate_of": [None] * n,
+        "exif": [None] * n,
+        "error_message": [None] * n,
+        "img2dataset_status": ["success" if status == "accepted" else None] * n,
     }
 
 
@@ -144,6 +147,10 @@ def build_folder(folder: Path, samples: int, seed: int = 0) -> None:
         rows["reject_reason"] = [r.value for r in chosen]
         rows["reject_stage"] = [r.stage.value for r in chosen]
         rows["reject_detail"] = [f"synthetic {r.value}" for r in chosen]
+        rows["error_message"] = [f"{r.value}: synthetic {r.value}" for r in chosen]
+        rows["img2dataset_status"] = [
+            img2dataset_status_of(Status.REJECTED, r.stage) for r in chosen
+        ]
         survivors = rng.integers(0, samples, n)
         rows["duplicate_of"] = [
             f"{s:024x}" if r.value.startswith("duplicate_") else None

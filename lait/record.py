@@ -166,6 +166,44 @@ def _reasons_by_stage() -> dict[RejectReason, Stage]:
 _STAGE_OF_REASON = _reasons_by_stage()
 
 
+class Img2datasetStatus(StrEnum):
+    """The `status` values img2dataset writes per sample."""
+
+    SUCCESS = "success"
+    FAILED_TO_DOWNLOAD = "failed_to_download"
+    FAILED_TO_RESIZE = "failed_to_resize"
+
+
+# img2dataset counts a row `failed_to_download` when it never got image bytes, and
+# `failed_to_resize` when the bytes came but its resizer dropped them (undecodable, too
+# small, bad aspect ratio): every check after the download. So a reject maps by whether the
+# image had been downloaded when its stage dropped it.
+_IMG2DATASET_STATUS_OF_STAGE: dict[Stage, Img2datasetStatus] = {
+    Stage.EXTRACT: Img2datasetStatus.FAILED_TO_DOWNLOAD,
+    Stage.TEXT_FILTER: Img2datasetStatus.FAILED_TO_DOWNLOAD,
+    Stage.LANGUAGE: Img2datasetStatus.FAILED_TO_DOWNLOAD,
+    Stage.FETCH: Img2datasetStatus.FAILED_TO_DOWNLOAD,
+    Stage.DECODE: Img2datasetStatus.FAILED_TO_RESIZE,
+    Stage.IMAGE_FILTER: Img2datasetStatus.FAILED_TO_RESIZE,
+    Stage.CLIP: Img2datasetStatus.FAILED_TO_RESIZE,
+    Stage.DEDUPE: Img2datasetStatus.FAILED_TO_RESIZE,
+}
+if set(_IMG2DATASET_STATUS_OF_STAGE) != set(Stage):  # pragma: no cover - guards a new stage
+    raise RuntimeError("lait.record: every Stage needs an img2dataset status")
+
+
+def img2dataset_status_of(status: Status, reject_stage: Stage | None) -> str | None:
+    """img2dataset's per-sample status for a record: `success` when accepted; for a reject,
+    `failed_to_download` if its stage came before the image was downloaded (extract, text
+    filters, language, fetch), else `failed_to_resize` (decode, image filters, CLIP,
+    dedupe); None while the record is still a candidate."""
+    if status is Status.ACCEPTED:
+        return Img2datasetStatus.SUCCESS.value
+    if status is Status.REJECTED and reject_stage is not None:
+        return _IMG2DATASET_STATUS_OF_STAGE[reject_stage].value
+    return None
+
+
 def sighting_id(key: str, source: str, where: str) -> str:
     """The stable id of one sighting of candidate `key`: a hash of the key, the source and
     where the candidate was seen (the page fetched, or a list file and its line), so every
@@ -231,6 +269,7 @@ class Record:
     reject_value: float | None = None
     reject_limit: float | None = None
     duplicate_of: str | None = None
+    exif: str | None = None
 
     @classmethod
     def candidate(
@@ -298,12 +337,29 @@ class Record:
         """Accepted, unless a stage already rejected it (then unchanged)."""
         return self if self.status is Status.REJECTED else self.accepted()
 
+    @property
+    def error_message(self) -> str | None:
+        """img2dataset's `error_message`: None for a sample, else the reason and its detail
+        in one line, as img2dataset writes an error's text."""
+        if self.reject_reason is None:
+            return None
+        reason = self.reject_reason.value
+        return reason if not self.reject_detail else f"{reason}: {self.reject_detail}"
+
+    @property
+    def img2dataset_status(self) -> str | None:
+        """This record's status in img2dataset's terms (see `img2dataset_status_of`)."""
+        return img2dataset_status_of(self.status, self.reject_stage)
+
     def metadata(self) -> dict[str, Any]:
-        """Every field but the image bytes, as JSON-ready plain values."""
+        """Every field but the image bytes, then the derived img2dataset columns
+        (`DERIVED_COLUMNS`), as JSON-ready plain values."""
         out: dict[str, Any] = {}
         for field in METADATA_FIELDS:
             value = getattr(self, field)
             out[field] = value.value if isinstance(value, StrEnum) else value
+        out["error_message"] = self.error_message
+        out["img2dataset_status"] = self.img2dataset_status
         return out
 
     @classmethod
@@ -322,6 +378,9 @@ class Record:
 METADATA_FIELDS: tuple[str, ...] = tuple(
     f.name for f in dataclasses.fields(Record) if f.name != "image"
 )
+# Columns computed from the fields, written beside them so img2dataset's readers find theirs.
+DERIVED_COLUMNS: tuple[str, ...] = ("error_message", "img2dataset_status")
+METADATA_COLUMNS: tuple[str, ...] = METADATA_FIELDS + DERIVED_COLUMNS
 
 
 class _RecordDraft:
@@ -338,7 +397,7 @@ def make_replacer(*fields: str) -> Callable[..., Record]:
         with_language = make_replacer("language", "language_score")
         with_language(record, "en", 0.93)  # == dataclasses.replace(record, language=..., ...)
 
-    `replace` goes through `__init__`, where a frozen dataclass sets each of the 26 fields
+    `replace` goes through `__init__`, where a frozen dataclass sets each of the 27 fields
     with `object.__setattr__` (about 4 µs a record, more than fastText's own prediction).
     The copy here is generated code, as dataclasses generate `__init__`: one slot read and
     one slot store per field. The result is an ordinary, frozen `Record`: equal, hashing

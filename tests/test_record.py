@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 
 from lait.record import (
+    METADATA_COLUMNS,
     METADATA_FIELDS,
     CaptionSource,
     Record,
@@ -54,7 +55,7 @@ def test_metadata_round_trip() -> None:
         source="s", url="u", caption="c", caption_source=CaptionSource.LIST
     ).rejected(RejectReason.TIMEOUT, "5 s")
     metadata = record.metadata()
-    assert set(metadata) == set(METADATA_FIELDS) and "image" not in metadata
+    assert set(metadata) == set(METADATA_COLUMNS) and "image" not in metadata
     assert metadata["reject_reason"] == "timeout" and metadata["caption_source"] == "list"
     assert Record.from_metadata(metadata) == record
 

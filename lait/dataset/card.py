@@ -1,12 +1,13 @@
 """README.md: the folder's dataset card, so Hugging Face `datasets` loads it as it is meant.
 
-Without a card, `datasets.load_dataset(DIR)` picks the parquet builder (the rejects ledger
-makes parquet outnumber the tars) and mixes accepted and rejected metadata, with no images;
-and the webdataset builder infers the types of KEY.json from the first samples, so a field
-that is null there (page_url of a url+caption list source) is typed null and the first
-sample that has one fails to load. The card's YAML header names the `default` config (the tar
-shards: image, caption, metadata) with its features typed from the metadata schema, so
-nothing is inferred and any file order loads.
+Without a card, `datasets.load_dataset(DIR)` picks the builder of the most common file type:
+json (the shards' NNNNN_stats.json beside stats.json and sizes.json), which fails on files of
+different schemas, or parquet where ledger parts outnumber them, which mixes accepted and
+rejected metadata with no images; and the webdataset builder infers the types of KEY.json
+from the first samples, so a field that is null there (page_url of a url+caption list
+source) is typed null and the first sample that has one fails to load. The card's YAML
+header names the `default` config (the tar shards: image, caption, metadata) with its
+features typed from the metadata schema, so nothing is inferred and any file order loads.
 
 The ledger is not a config of the card: `datasets` picks one builder for a whole folder
 (from the first config's files: webdataset here), so a parquet config beside the tars would

@@ -2,6 +2,7 @@
 
 DATASET/
   00000.tar 00000.parquet 00001.tar 00001.parquet ...   accepted samples (WebDataset)
+  00000_stats.json 00001_stats.json ...                  per-shard counts (img2dataset's)
   rejects/00000.parquet ...                              every dropped candidate
   stats.json                                             per-stage counts that add up
   sizes.json                                             samples per shard (open_clip)
@@ -18,7 +19,9 @@ STATS_FILE = "stats.json"
 SIZES_FILE = "sizes.json"
 CARD_FILE = "README.md"
 SHARD_PATTERN = re.compile(r"^(\d{5,})\.tar$")
-_DATASET_FILE = re.compile(r"^(\d{5,}\.(tar|parquet)|stats\.json|sizes\.json|README\.md)$")
+_DATASET_FILE = re.compile(
+    r"^(\d{5,}\.(tar|parquet)|\d{5,}_stats\.json|stats\.json|sizes\.json|README\.md)$"
+)
 
 
 def is_dataset_file(name: str) -> bool:
@@ -34,6 +37,11 @@ def shard_tar_name(shard_id: int) -> str:
 def shard_parquet_name(shard_id: int) -> str:
     """`00042.parquet`, the metadata of the samples in `00042.tar`."""
     return f"{shard_id:0{SHARD_DIGITS}d}.parquet"
+
+
+def shard_stats_name(shard_id: int) -> str:
+    """`00042_stats.json`, img2dataset's per-shard counts for `00042.tar`."""
+    return f"{shard_id:0{SHARD_DIGITS}d}_stats.json"
 
 
 def rejects_part_name(part_id: int | str) -> str:

@@ -1,4 +1,5 @@
-"""The Arrow schema of the metadata columns (every record field but the image bytes)."""
+"""The Arrow schema of the metadata columns: every record field but the image bytes, then the
+columns derived from them for img2dataset's readers (`lait.record.DERIVED_COLUMNS`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Iterable
 
 import pyarrow as pa
 
-from lait.record import METADATA_FIELDS, Record
+from lait.record import METADATA_COLUMNS, Record
 
 _FIELD_TYPES: dict[str, pa.DataType] = {
     "key": pa.string(),
@@ -34,15 +35,18 @@ _FIELD_TYPES: dict[str, pa.DataType] = {
     "reject_value": pa.float64(),
     "reject_limit": pa.float64(),
     "duplicate_of": pa.string(),
+    "exif": pa.string(),
+    "error_message": pa.string(),
+    "img2dataset_status": pa.string(),
 }
 
-if set(_FIELD_TYPES) != set(METADATA_FIELDS):  # pragma: no cover - guards schema drift
+if set(_FIELD_TYPES) != set(METADATA_COLUMNS):  # pragma: no cover - guards schema drift
     raise RuntimeError(
         "lait.dataset.schema is out of step with lait.record.Record: "
-        f"{sorted(set(_FIELD_TYPES) ^ set(METADATA_FIELDS))}"
+        f"{sorted(set(_FIELD_TYPES) ^ set(METADATA_COLUMNS))}"
     )
 
-METADATA_SCHEMA = pa.schema([pa.field(name, _FIELD_TYPES[name]) for name in METADATA_FIELDS])
+METADATA_SCHEMA = pa.schema([pa.field(name, _FIELD_TYPES[name]) for name in METADATA_COLUMNS])
 
 
 def metadata_table(records: Iterable[Record]) -> pa.Table:

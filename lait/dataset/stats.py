@@ -13,11 +13,11 @@ from __future__ import annotations
 import collections
 import json
 import platform
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from lait.dataset import layout, storage
-from lait.record import Stage
+from lait.record import Img2datasetStatus, Record, Stage
 
 _COUNT_COLUMNS = ["source", "status", "reject_stage", "reject_reason"]
 
@@ -123,3 +123,30 @@ def write_stats(folder: str, stats: dict[str, Any]) -> None:
     fs, root = storage.filesystem(folder)
     with storage.atomic_output(fs, storage.join(root, layout.STATS_FILE)) as out:
         out.write(json.dumps(stats, indent=1, ensure_ascii=False, default=str).encode("utf-8"))
+
+
+def shard_stats(records: Sequence[Record], start_time: float, end_time: float) -> dict[str, Any]:
+    """img2dataset's per-shard stats (`NNNNN_stats.json`) for a shard holding `records`.
+
+    The keys are those img2dataset's writer and logger use. A LAIT shard holds accepted
+    samples only (rejects go to the ledger, not to a shard), so `count` is the shard's rows
+    and equals `successes`; `status_dict` counts img2dataset statuses, or the error message
+    of a row that failed, as img2dataset does. `start_time`, `end_time` (Unix seconds) and
+    `duration` time the writer's work on the shard, so they differ between reruns.
+    """
+    status_dict: collections.Counter[str] = collections.Counter()
+    statuses: collections.Counter[str | None] = collections.Counter()
+    for record in records:
+        status = record.img2dataset_status
+        statuses[status] += 1
+        status_dict[record.error_message or str(status)] += 1
+    return {
+        "count": len(records),
+        "successes": statuses[Img2datasetStatus.SUCCESS.value],
+        "failed_to_download": statuses[Img2datasetStatus.FAILED_TO_DOWNLOAD.value],
+        "failed_to_resize": statuses[Img2datasetStatus.FAILED_TO_RESIZE.value],
+        "duration": end_time - start_time,
+        "start_time": start_time,
+        "end_time": end_time,
+        "status_dict": dict(sorted(status_dict.items())),
+    }

@@ -15,6 +15,7 @@ import io
 import json
 import os
 import tarfile
+import time
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any
@@ -24,7 +25,7 @@ import pyarrow.parquet as pq
 from lait.dataset import layout, storage
 from lait.dataset.card import write_card
 from lait.dataset.schema import metadata_table
-from lait.dataset.stats import compute_stats, write_stats
+from lait.dataset.stats import compute_stats, shard_stats, write_stats
 from lait.record import Record, Status
 
 IMAGE_EXTENSIONS = {"jpg", "png", "webp"}
@@ -58,11 +59,15 @@ def _check_sample(record: Record) -> None:
 
 
 def write_shard(folder: str, shard_id: int, records: Sequence[Record]) -> int:
-    """Commit shard `shard_id` (tar + parquet) holding `records`, in key order; return its size.
+    """Commit shard `shard_id` (tar, stats, parquet) holding `records`, in key order; return
+    its size.
 
     The tar holds KEY.<jpg|png|webp>, KEY.txt (the caption) and KEY.json (all metadata) per
-    sample. The tar is committed before its parquet, so a parquet never describes a missing tar.
+    sample; NNNNN_stats.json holds img2dataset's per-shard counts. The tar and the stats are
+    committed before the parquet, which is the shard's commit mark (sizes.json and stats.json
+    count parquet files): a parquet never describes a missing tar or lacks its stats.
     """
+    start_time = time.time()
     ordered = sorted(records, key=lambda r: r.key)
     seen: set[str] = set()
     for record in ordered:
@@ -86,6 +91,9 @@ def write_shard(folder: str, shard_id: int, records: Sequence[Record]) -> int:
                 (f"{record.key}.json", metadata.encode("utf-8")),
             ):
                 tar.addfile(*_member(name, data))
+    stats = shard_stats(ordered, start_time, time.time())
+    with storage.atomic_output(fs, storage.join(root, layout.shard_stats_name(shard_id))) as out:
+        out.write(json.dumps(stats, indent=4).encode("utf-8"))
     _write_parquet(fs, storage.join(root, layout.shard_parquet_name(shard_id)), ordered)
     return len(ordered)
 
@@ -139,8 +147,8 @@ def prepare_folder(folder: str, *, overwrite: bool) -> None:
     """Make `folder` ready for a new dataset.
 
     A folder that already holds files is refused unless `overwrite`, which removes the
-    dataset files in it (shards, parquet, rejects, stats, uncommitted leftovers) and only
-    those, so a rerun never mixes with an older run's shards.
+    dataset files in it (shards, parquet, per-shard stats, rejects, stats, uncommitted
+    leftovers) and only those, so a rerun never mixes with an older run's shards.
     """
     fs, root = storage.filesystem(folder)
     if fs.exists(root) and fs.ls(root, detail=False):

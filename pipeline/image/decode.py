@@ -4,14 +4,20 @@ Pillow reads the header first, so the pixel count is checked before any pixel is
 (decompression bombs cost nothing). Full decoding then finds truncated files. Modes that
 img2dataset's OpenCV-based resizer would mishandle (CMYK, 16-bit, palette, EXIF-rotated)
 are converted here; images that need no conversion keep their original bytes.
+
+The original bytes' EXIF tags are read here too (`read_exif`), before any conversion or
+resizing drops them, in the form img2dataset stores in its `exif` column.
 """
 
 from __future__ import annotations
 
 import io
+import json
+import logging
 import warnings
 from dataclasses import dataclass
 
+import exifread
 import numpy as np
 from PIL import Image, ImageOps
 
@@ -20,6 +26,10 @@ from lait.record import RejectReason
 _PASS_THROUGH_FORMATS = {"JPEG", "PNG", "WEBP"}
 _PASS_THROUGH_MODES = {"RGB", "L", "RGBA"}
 PREVIEW_SIDE = 64  # enough for a 32x32 perceptual hash
+
+# exifread logs "File format not recognized." for every PNG or WebP; img2dataset's main
+# silences it the same way.
+logging.getLogger("exifread").setLevel(logging.CRITICAL)
 
 
 class ImageRejected(Exception):
@@ -54,6 +64,19 @@ class DecodedImage:
     source_format: str
     width: int
     height: int
+    exif: str | None = None  # `read_exif` of the original bytes
+
+
+def read_exif(data: bytes) -> str | None:
+    """The EXIF tags of image bytes as img2dataset's downloader stores them: a JSON object
+    of exifread's tag names (`"Image Make"`, `"EXIF DateTimeOriginal"`) to their values as
+    stripped strings, `"{}"` for an image without EXIF, None if exifread fails on the bytes."""
+    try:
+        tags = exifread.process_file(io.BytesIO(data), details=False)
+        return json.dumps({k: str(v).strip() for k, v in tags.items() if v is not None})
+    except Exception:  # noqa: BLE001 - exifread raises any type on odd files
+        # Kept, not counted: the row's null `exif` records it, as img2dataset's does.
+        return None
 
 
 def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
@@ -104,13 +127,14 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
     except (ValueError, SyntaxError) as error:
         raise ImageRejected(RejectReason.UNDECODABLE_IMAGE, str(error)) from error
 
+    exif = read_exif(data)
     if passes_through:
-        return DecodedImage(image, data, source_format, width, height)
+        return DecodedImage(image, data, source_format, width, height, exif)
     upright = ImageOps.exif_transpose(image) if rotated else image
     normalised = _to_8bit(upright)
     buffer = io.BytesIO()
     normalised.save(buffer, format="PNG", compress_level=1)
-    return DecodedImage(normalised, buffer.getvalue(), source_format, *normalised.size)
+    return DecodedImage(normalised, buffer.getvalue(), source_format, *normalised.size, exif)
 
 
 def _has_rotation(image: Image.Image) -> bool:

@@ -94,4 +94,5 @@ class ImageProcessor:
             num_bytes=len(data),
             sha256=hashlib.sha256(data).hexdigest(),
             phash=str(imagehash.phash(decoded.preview)),
+            exif=decoded.exif,
         )
