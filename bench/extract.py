@@ -52,7 +52,7 @@ from pipeline.extract.html import (
     _parse,
     _Picture,
     _resolved_links,
-    _surrounding_text,
+    page_sightings,
 )
 from pipeline.extract.image_screening import parse_dimension, style_dimensions
 
@@ -77,19 +77,7 @@ def ours_walk(html: bytes, page_url: str) -> tuple[str, list[ImageSighting], lis
     """Our parse and walk only (what `extract_page` does before building records)."""
     document, _ = decode_html(html, None)
     parser, _ = _parse(document)
-    text = parser.text
-    sightings = [
-        ImageSighting(
-            raw_url=image.raw_url,
-            alt=image.alt,
-            title=image.title,
-            surrounding=_surrounding_text(text, image),
-            width=image.width,
-            height=image.height,
-            css_class=image.css_class,
-        )
-        for image in parser.images
-    ]
+    sightings = page_sightings(parser)
     return _base_url(page_url, parser.base_href), sightings, parser.hrefs
 
 

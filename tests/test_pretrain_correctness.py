@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_plans import tiny_config
 
-from pretrain.config import ImageBertConfig
 from pretrain.data import CollatorConfig, PretrainCollator, PretrainStream, SourceSpec
 from pretrain.inputs import model_inputs
 from pretrain.model import ImageBertForPreTraining
@@ -46,19 +46,7 @@ def scenes(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def tiny_model(regions: ClipGridRegions) -> ImageBertForPreTraining:
-    return ImageBertForPreTraining(
-        ImageBertConfig(
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            hidden_dropout_prob=0.0,
-            attention_probs_dropout_prob=0.0,
-            region_feature_dim=regions.feature_dim,
-            num_region_classes=regions.num_classes,
-            contrastive_dim=16,
-        )
-    )
+    return ImageBertForPreTraining(tiny_config(regions))
 
 
 def batch_of(scenes: str, regions: ClipGridRegions, tokenizer, n: int = 8):  # type: ignore[no-untyped-def]

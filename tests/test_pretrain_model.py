@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_plans import tiny_config
 
 from pretrain.config import ImageBertConfig
 from pretrain.data import (
@@ -54,20 +55,6 @@ def clip_regions() -> ClipGridRegions:
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory: pytest.TempPathFactory) -> str:
     return write_scene_folder(str(tmp_path_factory.mktemp("scenes")), 24, seed=3)
-
-
-def tiny_config(regions: ClipGridRegions | PrecomputedRegions) -> ImageBertConfig:
-    return ImageBertConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        region_feature_dim=regions.feature_dim,
-        num_region_classes=regions.num_classes,
-        contrastive_dim=16,
-    )
 
 
 def fixed_batch(scenes: str, regions: ClipGridRegions, tokenizer, n: int = 8):  # type: ignore[no-untyped-def]

@@ -1,9 +1,27 @@
-"""Tiny pre-training plans for tests that need a real trainer-written checkpoint quickly."""
+"""Tiny pre-training set-ups for tests: a model config, a plan, a trainer-written checkpoint."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+
+def tiny_config(regions: Any) -> Any:
+    """An ImageBertConfig of 2 layers x 32 without dropout for a region source's features."""
+    from pretrain.config import ImageBertConfig
+
+    return ImageBertConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        region_feature_dim=regions.feature_dim,
+        num_region_classes=regions.num_classes,
+        contrastive_dim=16,
+    )
+
 
 DEMO_VOCAB = ["circle", "square", "triangle", "star", "diamond", "hexagon", "cross", "background"]
 

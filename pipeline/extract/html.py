@@ -330,6 +330,23 @@ def _parse(document: str) -> tuple[_PageParser, str | None]:
     return parser, parse_error
 
 
+def page_sightings(parser: _PageParser) -> list[ImageSighting]:
+    """A parsed page's images as sightings: raw URL, alt, title, surrounding text, size."""
+    text = parser.text
+    return [
+        ImageSighting(
+            raw_url=image.raw_url,
+            alt=image.alt,
+            title=image.title,
+            surrounding=_surrounding_text(text, image),
+            width=image.width,
+            height=image.height,
+            css_class=image.css_class,
+        )
+        for image in parser.images
+    ]
+
+
 def _base_url(page_url: str, base_href: str | None) -> str:
     if base_href:
         try:
@@ -365,19 +382,7 @@ def extract_page(
     document, encoding = decode_html(html, headers_charset)
     parser, parse_error = _parse(document)
     base_url = _base_url(page_url, parser.base_href)
-    text = parser.text
-    sightings = [
-        ImageSighting(
-            raw_url=image.raw_url,
-            alt=image.alt,
-            title=image.title,
-            surrounding=_surrounding_text(text, image),
-            width=image.width,
-            height=image.height,
-            css_class=image.css_class,
-        )
-        for image in parser.images
-    ]
+    sightings = page_sightings(parser)
     records = records_for_page(
         sightings, page_url=page_url, base_url=base_url, source=source, where=where
     )
