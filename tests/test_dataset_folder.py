@@ -80,6 +80,31 @@ def test_shards_read_back_with_webdataset(
         assert metadata["url"] == expected[key].url and metadata["status"] == "accepted"
 
 
+def test_parquet_reads_with_duckdb_and_pandas_by_glob(
+    tmp_path: Path, make_accepted: Make, make_rejected: MakeRejected
+) -> None:
+    import duckdb
+
+    folder = tmp_path / "ds"
+    _write_demo_folder(folder, make_accepted, make_rejected)
+    rows, keys = duckdb.sql(
+        f"SELECT count(*), count(DISTINCT key) FROM read_parquet('{folder}/*.parquet')"
+    ).fetchone()  # type: ignore[misc]
+    assert rows == keys == 10  # every accepted sample of the 3 shards, once
+    reasons = dict(
+        duckdb.sql(
+            f"SELECT reject_reason, count(*) FROM read_parquet('{folder}/rejects/*.parquet') "
+            "GROUP BY reject_reason"
+        ).fetchall()
+    )
+    assert reasons == {"too_small": 3, "http_not_found": 2, "wrong_language": 2}
+    # pandas takes the shard files as a list (a bare folder also holds the tars).
+    meta = pd.read_parquet(sorted(str(p) for p in folder.glob("*.parquet")))
+    assert sorted(meta["key"]) == sorted(
+        k for (k,) in duckdb.sql(f"SELECT key FROM read_parquet('{folder}/*.parquet')").fetchall()
+    )
+
+
 def test_parquet_reads_with_pandas_and_stats_add_up(
     tmp_path: Path, make_accepted: Make, make_rejected: MakeRejected
 ) -> None:
