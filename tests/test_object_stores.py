@@ -1,0 +1,117 @@
+"""Dataset folders on gs:// and s3://, against real API servers on loopback.
+
+gcp-storage-emulator (GCS JSON API) and moto's S3 server start once per module on free
+127.0.0.1 ports (tests/object_stores.py); each test points fsspec at one of them through the
+environment, as a user's shell would, and `loopback_only` fails the test on any attempt to
+resolve or reach another address (a credentials lookup, a metadata server).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+
+import fsspec
+import pytest
+from object_stores import ObjectStore, gcs_emulator, loopback_only, s3_server
+
+from lait import cli
+from lait.dataset import DatasetFolder, DatasetWriter
+from lait.record import Record, RejectReason
+
+Make = Callable[[int], Record]
+MakeRejected = Callable[[int, RejectReason], Record]
+
+STORES = {"gs": gcs_emulator, "s3": s3_server}
+
+
+@pytest.fixture(scope="module", params=sorted(STORES))
+def server(request: pytest.FixtureRequest) -> Iterator[ObjectStore]:
+    """One local server per scheme, shared by the module's tests (each uses its own folder)."""
+    try:
+        started = STORES[request.param]()
+        store = started.__enter__()
+    except Exception as error:  # noqa: BLE001 - any failure to start is a skip, with its reason
+        pytest.skip(f"{request.param} emulator did not start: {error!r}")
+    yield store
+    started.__exit__(None, None, None)
+
+
+@pytest.fixture
+def store(server: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> Iterator[ObjectStore]:
+    """`server`, with the environment and fsspec's config pointing at it for this test only."""
+    for name, value in server.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setitem(fsspec.config.conf, server.scheme, dict(server.fsspec_conf))
+    fsspec.AbstractFileSystem.clear_instance_cache()
+    with loopback_only() as attempts:
+        yield server
+    fsspec.AbstractFileSystem.clear_instance_cache()
+    assert attempts == [], f"a test reached beyond loopback: {attempts}"
+
+
+def _write_folder(url: str, make_accepted: Make, make_rejected: MakeRejected) -> None:
+    with DatasetWriter(url, samples_per_shard=4, rejects_per_part=3) as writer:
+        for i in range(10):
+            writer.write(make_accepted(i))
+        for i in range(5):
+            writer.write(make_rejected(i, RejectReason.TOO_SMALL))
+
+
+def test_dataset_folder_round_trip_info_and_report(
+    store: ObjectStore,
+    make_accepted: Make,
+    make_rejected: MakeRejected,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = store.unique_url("ds")
+    _write_folder(url, make_accepted, make_rejected)
+
+    folder = DatasetFolder(url)
+    assert folder.shard_ids() == [0, 1, 2]
+    assert {s.key for s in folder.iter_samples()} == {make_accepted(i).key for i in range(10)}
+
+    assert cli.main(["info", url, "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["accepted"] == 10 and stats["rejected"] == 5
+
+    assert cli.main(["report", url]) == 0
+    fs = store.filesystem()
+    names = {path.rsplit("/", 1)[-1] for path in fs.ls(url, detail=False)}
+    assert {"report.html", "report.json", "stats.json", "00000.tar", "00002.parquet"} <= names
+    assert b"<html" in fs.cat(f"{url}/report.html")[:2000].lower()
+    # Nothing uncommitted stays behind in the bucket.
+    assert not [n for n in names if n.endswith(".partial")]
+
+
+def test_a_shard_killed_mid_write_leaves_no_object(
+    store: ObjectStore, make_accepted: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer dies inside shard 1's tar, after some of its members went out: the bucket
+    holds shard 0 whole and nothing at all of shard 1 (no object under its name, no staging)."""
+    from lait.dataset import writer as writer_module
+
+    url = store.unique_url("killed")
+    real_member = writer_module._member
+    members: list[str] = []
+
+    class Killed(Exception):
+        pass
+
+    def dying_member(name: str, data: bytes) -> object:
+        members.append(name)
+        if len(members) == 4 * 3 + 5:  # shard 0's 12 members, then 5 of shard 1's
+            raise Killed
+        return real_member(name, data)
+
+    monkeypatch.setattr(writer_module, "_member", dying_member)
+    with pytest.raises(Killed), DatasetWriter(url, samples_per_shard=4) as writer:
+        for i in range(8):
+            writer.write(make_accepted(i))
+
+    fs = store.filesystem()
+    names = sorted(p.rsplit("/", 1)[-1] for p in fs.find(url))
+    assert {"00000.tar", "00000_stats.json", "00000.parquet"} <= set(names)
+    assert not [n for n in names if n.startswith("00001")], names
+    assert not [n for n in names if n.endswith(".partial")], names
+    assert DatasetFolder(url).metadata(["key"]).num_rows == 4
