@@ -8,11 +8,14 @@ resolve or reach another address (a credentials lookup, a metadata server).
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 from collections.abc import Callable, Iterator
 
 import fsspec
 import pytest
+from conftest import jpeg_bytes
 from object_stores import ObjectStore, gcs_emulator, loopback_only, s3_server
 
 from lait import cli
@@ -115,3 +118,51 @@ def test_a_shard_killed_mid_write_leaves_no_object(
     assert not [n for n in names if n.startswith("00001")], names
     assert not [n for n in names if n.endswith(".partial")], names
     assert DatasetFolder(url).metadata(["key"]).num_rows == 4
+
+
+class _Site(http.server.BaseHTTPRequestHandler):
+    """One page of two images: a web to crawl into the bucket."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        if self.path.endswith(".jpg"):
+            shade = int(self.path.rsplit("/", 1)[-1].split(".")[0])
+            content_type, body = "image/jpeg", jpeg_bytes(320, 320, (200, shade * 80, 30))
+        else:
+            body = b"".join(
+                b'<img src="/%d.jpg" alt="a red square on a grey background, %d">' % (i, i)
+                for i in (1, 2)
+            )
+            content_type = "text/html"
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def site() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Site)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+def test_crawl_writes_its_dataset_folder_into_the_bucket(store: ObjectStore, site: str) -> None:
+    url = store.unique_url("crawl")
+    args = ["crawl", "--pages", site, "--out", url, "--allow-network", "127.0.0.1/32"]
+    args += ["--set", "clip.enabled=false", "--no-progress", "--direct_running_mode=in_memory"]
+    assert cli.main(args) == 0
+    folder = DatasetFolder(url)
+    stats = folder.stats()
+    assert stats["candidates"] == stats["accepted"] + stats["rejected"] == 2, stats
+    assert len(folder) == stats["accepted"] == 2  # CLIP off: both pass (shards in the bucket)
+    assert {s.caption for s in folder.iter_samples()} == {
+        f"a red square on a grey background, {i}" for i in (1, 2)
+    }
+    names = {p.rsplit("/", 1)[-1] for p in store.filesystem().ls(url, detail=False)}
+    assert {"stats.json", "sizes.json", "README.md"} <= names
