@@ -19,7 +19,7 @@ from conftest import jpeg_bytes
 from object_stores import ObjectStore, gcs_emulator, loopback_only, s3_server
 
 from lait import cli
-from lait.dataset import DatasetFolder, DatasetWriter
+from lait.dataset import DatasetFolder, DatasetWriter, OutputLocationError, prepare_folder
 from lait.record import Record, RejectReason
 
 Make = Callable[[int], Record]
@@ -46,10 +46,10 @@ def store(server: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> Iterator[Obje
     for name, value in server.env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setitem(fsspec.config.conf, server.scheme, dict(server.fsspec_conf))
-    fsspec.AbstractFileSystem.clear_instance_cache()
+    fsspec.get_filesystem_class(server.scheme).clear_instance_cache()  # no stale credentials
     with loopback_only() as attempts:
         yield server
-    fsspec.AbstractFileSystem.clear_instance_cache()
+    fsspec.get_filesystem_class(server.scheme).clear_instance_cache()
     assert attempts == [], f"a test reached beyond loopback: {attempts}"
 
 
@@ -166,3 +166,49 @@ def test_crawl_writes_its_dataset_folder_into_the_bucket(store: ObjectStore, sit
     }
     names = {p.rsplit("/", 1)[-1] for p in store.filesystem().ls(url, detail=False)}
     assert {"stats.json", "sizes.json", "README.md"} <= names
+
+
+def test_a_bucket_that_does_not_exist_stops_the_crawl_before_any_work(
+    store: ObjectStore, site: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fetched: list[str] = []
+    original = _Site.do_GET
+
+    def counting_get(self: _Site) -> None:
+        fetched.append(self.path)
+        original(self)
+
+    url = f"{store.scheme}://no-such-bucket-lait/ds"
+    args = ["crawl", "--pages", site, "--out", url, "--allow-network", "127.0.0.1/32"]
+    args += ["--set", "clip.enabled=false", "--no-progress", "--direct_running_mode=in_memory"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_Site, "do_GET", counting_get)
+        assert cli.main(args) == 2
+    error = capsys.readouterr().err
+    assert f"cannot write to {url}" in error and "'no-such-bucket-lait' does not exist" in error
+    assert "Create it first" in error
+    assert fetched == []  # nothing fetched
+    # ... and the bucket was not created on the way (makedirs would on both stores).
+    assert not store.filesystem().exists(f"{store.scheme}://no-such-bucket-lait")
+
+
+def test_an_output_check_leaves_the_folder_as_it_was(store: ObjectStore) -> None:
+    url = store.unique_url("checked")
+    prepare_folder(url, overwrite=False)
+    assert store.filesystem().find(url) == []  # the probe object is gone
+    prepare_folder(url, overwrite=False)  # still empty: a second launch is not refused
+
+
+def test_missing_s3_credentials_name_the_path_and_what_to_set(
+    store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if store.scheme != "s3":
+        pytest.skip("gcsfs falls back to anonymous access, which the emulator allows")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name)
+    url = store.unique_url("nocreds")
+    with pytest.raises(OutputLocationError) as raised:
+        prepare_folder(url, overwrite=False)
+    message = str(raised.value)
+    assert f"cannot write to {url}" in message
+    assert "AWS_ACCESS_KEY_ID" in message and "Application Default Credentials" in message

@@ -3,6 +3,7 @@
 from lait.dataset.mix import ShardMix, shard_mix
 from lait.dataset.reader import DatasetFolder, DatasetFolderError, Sample
 from lait.dataset.stats import StatsMismatchError, check_stats, compute_stats
+from lait.dataset.storage import OutputLocationError
 from lait.dataset.writer import (
     DatasetWriteError,
     DatasetWriter,
@@ -18,6 +19,7 @@ __all__ = [
     "DatasetFolderError",
     "DatasetWriteError",
     "DatasetWriter",
+    "OutputLocationError",
     "Sample",
     "ShardMix",
     "StatsMismatchError",

@@ -11,6 +11,10 @@ so the kernel applies the umask, never with `tempfile.mkstemp`, whose 0600 would
 the rename and hide the dataset from everyone but its writer. Reading the umask instead
 (`os.umask` twice) would race with other threads.
 
+An output folder on a remote store is checked when a job is launched (`check_output_location`):
+one empty object is written under it and deleted, so a bucket that does not exist, missing
+credentials or a refused permission stop the job with one clear error before any work.
+
 Parquet is read by path through pyarrow's own filesystem (`open_parquet`), never through a
 Python file object: with one, Arrow's reader threads call back into Python, and a process
 that read that way can abort at exit ("terminate called without an active exception",
@@ -36,6 +40,20 @@ TEMP_PREFIX = "."
 TEMP_SUFFIX = ".partial"
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
 _CREATE_MODE = 0o666  # what open() asks for; the kernel takes the umask off
+WRITE_CHECK_NAME = f"{TEMP_PREFIX}lait-write-check{TEMP_SUFFIX}"  # a temporary: readers skip it
+# Stores whose makedirs would create a missing bucket; they have no folders to make.
+OBJECT_STORE_PROTOCOLS = frozenset({"gs", "gcs", "s3", "s3a"})
+_CREDENTIALS_HELP = (
+    "gs:// uses Application Default Credentials (`gcloud auth application-default login`, or "
+    "GOOGLE_APPLICATION_CREDENTIALS naming a service-account key); s3:// uses the AWS "
+    "variables or profile (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE; "
+    "AWS_ENDPOINT_URL for another S3 server). The account needs permission to create and "
+    "delete objects under the folder."
+)
+
+
+class OutputLocationError(ValueError):
+    """An output folder cannot be written: no such bucket, no credentials, or no permission."""
 
 
 def filesystem(path: str | os.PathLike[str]) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -70,6 +88,45 @@ def read_parquet(
     """The whole parquet file at `path` (only `columns`, if given) as one table."""
     with open_parquet(fs, path) as parquet:
         return parquet.read(columns=columns)
+
+
+def is_object_store(fs: fsspec.AbstractFileSystem) -> bool:
+    """Whether `fs` is a bucket store (gs://, s3://): no folders, only objects."""
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    return bool(OBJECT_STORE_PROTOCOLS.intersection(protocols))
+
+
+def check_output_location(folder: str) -> None:
+    """Raise `OutputLocationError` unless objects can be written and deleted under `folder`.
+
+    Local folders are left to the writer (os.makedirs says what is wrong). On any other store
+    one empty object (a temporary name, which readers ignore) is written and deleted: the
+    only check that proves a bucket exists and the credentials may write there.
+    """
+    fs, root = filesystem(folder)
+    if isinstance(fs, LocalFileSystem):
+        return
+    probe = join(root, WRITE_CHECK_NAME)
+    bucket = root.split("/", 1)[0]
+    try:
+        fs.pipe_file(probe, b"")
+        fs.rm_file(probe)
+    except FileNotFoundError as error:
+        raise OutputLocationError(
+            f"cannot write to {folder}: bucket {bucket!r} does not exist ({error}). Create it "
+            f"first (`gcloud storage buckets create gs://{bucket}` or `aws s3 mb s3://{bucket}`) "
+            "or correct the output path."
+        ) from error
+    except PermissionError as error:
+        raise OutputLocationError(
+            f"cannot write to {folder}: permission denied ({error}). {_CREDENTIALS_HELP}"
+        ) from error
+    # Missing or refused credentials raise each library's own type (botocore's
+    # NoCredentialsError, gcsfs's HttpError, google-auth's errors); none shares a base.
+    except Exception as error:
+        raise OutputLocationError(
+            f"cannot write to {folder}: {type(error).__name__}: {error}. {_CREDENTIALS_HELP}"
+        ) from error
 
 
 def is_temporary(name: str) -> bool:

@@ -149,7 +149,11 @@ def prepare_folder(folder: str, *, overwrite: bool) -> None:
     A folder that already holds files is refused unless `overwrite`, which removes the
     dataset files in it (shards, parquet, per-shard stats, rejects, stats, uncommitted
     leftovers) and only those, so a rerun never mixes with an older run's shards.
+
+    Raises `storage.OutputLocationError` first when `folder` is on a store that cannot be
+    written (no such bucket, no credentials, no permission): jobs call this before any work.
     """
+    storage.check_output_location(folder)
     fs, root = storage.filesystem(folder)
     if fs.exists(root) and fs.ls(root, detail=False):
         if not overwrite:
@@ -163,7 +167,8 @@ def prepare_folder(folder: str, *, overwrite: bool) -> None:
                 fs.rm(path, recursive=True)
             elif layout.is_dataset_file(name) or storage.is_temporary(name):
                 fs.rm(path)
-    fs.makedirs(root, exist_ok=True)
+    if not storage.is_object_store(fs):  # there, makedirs would create a missing bucket
+        fs.makedirs(root, exist_ok=True)
 
 
 class DatasetWriter:
