@@ -26,6 +26,26 @@ class CheckpointError(ValueError):
     """A checkpoint is missing or incomplete."""
 
 
+class RunFolderError(ValueError):
+    """A run folder that the trainer cannot write: it must be a local path."""
+
+
+def require_local_run_folder(folder: str | os.PathLike[str]) -> None:
+    """Raise `RunFolderError` for a URL (gs://, s3://, ...) as a run folder.
+
+    Checkpoints commit by renaming folders and the logs append to files, neither of which an
+    object store does; `Path("gs://b/run")` would quietly write to a local `gs:/b/run`.
+    """
+    text = os.fspath(folder)
+    if "://" in text:
+        raise RunFolderError(
+            f"{text}: the run folder (--out) must be a local path; dataset folders may be on "
+            "gs:// or s3://, but checkpoints and logs are written locally. Train into a local "
+            "folder and copy it up afterwards (`gcloud storage cp -r RUN gs://...`, "
+            "`aws s3 sync RUN s3://...`), or mount the bucket (gcsfuse, mountpoint-s3)."
+        )
+
+
 def rng_state(generator: torch.Generator) -> dict[str, Any]:
     """Every random state a training step draws from."""
     return {

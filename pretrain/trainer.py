@@ -39,6 +39,7 @@ from pretrain.checkpoint import (
     MODEL_DIR,
     find_checkpoint,
     load_state,
+    require_local_run_folder,
     restore_rng_state,
     rng_state,
     save_checkpoint,
@@ -548,6 +549,7 @@ def run_plan(
     plan (`result["final_eval"]`); `evaluate_untrained` does the same for the untrained stage-1
     model (`result["untrained_eval"]`), the baseline `lait demo` prints beside it.
     """
+    require_local_run_folder(out_dir)  # before any work
     plan = load_plan(plan_path_or_obj, overrides)
     distributed = setup_distributed()
     if plan.cpu_threads and not torch.cuda.is_available():

@@ -12,9 +12,11 @@ import http.server
 import json
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import fsspec
 import pytest
+import yaml
 from conftest import jpeg_bytes
 from object_stores import ObjectStore, gcs_emulator, loopback_only, s3_server
 
@@ -212,3 +214,31 @@ def test_missing_s3_credentials_name_the_path_and_what_to_set(
     message = str(raised.value)
     assert f"cannot write to {url}" in message
     assert "AWS_ACCESS_KEY_ID" in message and "Application Default Credentials" in message
+
+
+def test_pretrain_reads_its_shards_from_the_bucket_and_evaluate_too(
+    store: ObjectStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """20 steps of `lait pretrain` whose plan names a bucket folder, then `lait evaluate` on
+    it; the run folder (checkpoints) stays local: a bucket there is refused at launch."""
+    from tiny_plans import demo_clip_plan
+
+    from pretrain.checkpoint import RunFolderError
+    from pretrain.synthetic import write_scene_folder
+    from pretrain.trainer import run_plan
+
+    url = write_scene_folder(store.unique_url("scenes"), 24, seed=1, samples_per_shard=12)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump(demo_clip_plan(url, steps=20)))
+    run = tmp_path / "run"
+    assert cli.main(["pretrain", str(plan), "--out", str(run), "--no-progress"]) == 0
+    final = run / "01-web" / "final"
+    assert f"final checkpoint: {final}" in capsys.readouterr().out
+    log = [json.loads(line) for line in (run / "01-web" / "log.jsonl").read_text().splitlines()]
+    assert max(entry.get("step", 0) for entry in log) == 20
+    args = ["evaluate", str(final), url, "--max-samples", "12", "--top-k", "4"]
+    assert cli.main(args) == 0
+    assert "R@1" in capsys.readouterr().out
+    with pytest.raises(RunFolderError, match="must be a local path"):
+        run_plan(demo_clip_plan(url), out_dir=store.url("run"), progress=False)
+    assert not Path(f"{store.scheme}:").exists()  # no local `gs:/...` folder either
