@@ -299,3 +299,30 @@ def test_a_download_killed_writing_to_the_bucket_reruns_to_a_whole_dataset(
     assert stats["candidates"] == stats["accepted"] + stats["rejected"] == listed
     keys = folder.metadata(["key"]).column(0).to_pylist()
     assert len(keys) == len(set(keys)) == stats["accepted"] > 0
+
+
+def test_dedupe_and_featurize_read_and_write_the_bucket(
+    store: ObjectStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`lait dedupe` from two bucket folders into a third (the same scenes twice: half go),
+    then `featurize_dataset` writes its region sidecars beside the bucket folder's shards."""
+    from pretrain.featurize import featurize_dataset
+    from pretrain.regions import ClipGridRegions
+    from pretrain.synthetic import tiny_clip, write_scene_folder
+
+    first, second, out = (store.unique_url(name) for name in ("a", "b", "deduped"))
+    for folder in (first, second):
+        write_scene_folder(folder, 8, seed=4, samples_per_shard=4, image_size=64)
+    args = ["dedupe", first, second, "--out", out, "--samples-per-shard", "4"]
+    assert cli.main([*args, "--direct_running_mode=in_memory"]) == 0
+    capsys.readouterr()
+    stats = DatasetFolder(out).stats()
+    assert stats["candidates"] == 16 and stats["accepted"] == len(DatasetFolder(out)) == 8
+
+    model, preprocess, tokenizer = tiny_clip(image_size=64)
+    regions = ClipGridRegions(model, preprocess, tokenizer, vocabulary=("circle",), name="tiny")
+    counts = featurize_dataset(first, regions, ["--direct_running_mode=in_memory"])
+    assert counts["shards"] == 2 and counts["samples"] == 8
+    fs = store.filesystem()
+    sidecars = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"{first}/regions", detail=False))
+    assert sidecars == ["00000.tar", "00001.tar", "spec.json"]
