@@ -326,3 +326,34 @@ def test_dedupe_and_featurize_read_and_write_the_bucket(
     fs = store.filesystem()
     sidecars = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"{first}/regions", detail=False))
     assert sidecars == ["00000.tar", "00001.tar", "spec.json"]
+
+
+def test_a_crawl_reads_its_warc_from_the_bucket(store: ObjectStore, site: str) -> None:
+    """`lait crawl --warc BUCKET/crawl.warc.gz --out BUCKET/ds`: input and output on the store."""
+    import io
+
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    page = b"".join(
+        b'<img src="%s%d.jpg" alt="a red square from the archive, %d">' % (site.encode(), i, i)
+        for i in (0, 3)
+    )
+    warc = io.BytesIO()
+    writer = WARCWriter(warc, gzip=True)
+    headers = StatusAndHeaders("200 OK", [("Content-Type", "text/html")], protocol="HTTP/1.1")
+    writer.write_record(
+        writer.create_warc_record(
+            site, "response", payload=io.BytesIO(page), length=len(page), http_headers=headers
+        )
+    )
+    warc_url, out = store.unique_url("crawl.warc.gz"), store.unique_url("from-warc")
+    store.filesystem().pipe(warc_url, warc.getvalue())
+    args = ["crawl", "--warc", warc_url, "--out", out, "--allow-network", "127.0.0.1/32"]
+    args += ["--set", "clip.enabled=false", "--no-progress", "--direct_running_mode=in_memory"]
+    assert cli.main(args) == 0
+    stats = DatasetFolder(out).stats()
+    assert stats["by_source"]["warc"]["candidates"] == 2 and stats["run"]["pages"] == {
+        "from_warc": 1
+    }
+    assert len(DatasetFolder(out)) == stats["accepted"] == 2
