@@ -133,6 +133,32 @@ class LoadedCheckpoint:
     max_text_len: int
 
 
+def local_checkpoint(checkpoint: str | os.PathLike[str]) -> str:
+    """A checkpoint folder as a local path: one on an object store (gs://, s3://, any fsspec
+    URL) is copied to a temporary folder first (`from_pretrained` reads local files); the copy
+    is removed when the process exits. Credentials come from the environment, as everywhere."""
+    text = str(checkpoint)
+    if "://" not in text:
+        return text
+    import atexit
+    import shutil
+    import tempfile
+
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(text)
+    root = root.rstrip("/")
+    if not fs.isdir(root):
+        raise FileNotFoundError(
+            f"no checkpoint folder {text}; point at a stage's final/ folder (or a "
+            "`lait finetune` output)"
+        )
+    local = tempfile.mkdtemp(prefix="lait-checkpoint-")
+    atexit.register(shutil.rmtree, local, True)
+    fs.get(root + "/", local + "/", recursive=True)
+    return local
+
+
 def load_checkpoint(
     checkpoint: str | os.PathLike[str] | ImageBertForPreTraining,
     *,
@@ -144,7 +170,8 @@ def load_checkpoint(
     """Load a checkpoint folder (or wrap a model object) with its region source and tokenizer.
 
     Explicit arguments win; otherwise they come from the folder (`regions.json`, the saved
-    tokenizer, `read_max_text_len`). A model object needs `region_source`.
+    tokenizer, `read_max_text_len`). The folder may be on an object store (`local_checkpoint`).
+    A model object needs `region_source`.
     """
     from pretrain.text import load_tokenizer
 
@@ -152,6 +179,7 @@ def load_checkpoint(
         model = checkpoint
         max_text_len = max_text_len or DEFAULT_MAX_TEXT_LEN
     else:
+        checkpoint = local_checkpoint(checkpoint)
         if not Path(checkpoint).is_dir():
             raise FileNotFoundError(
                 f"no checkpoint folder {checkpoint}; point at a stage's final/ folder (or a "

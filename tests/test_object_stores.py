@@ -244,6 +244,13 @@ def test_pretrain_reads_its_shards_from_the_bucket_and_evaluate_too(
     args = ["evaluate", str(final), url, "--max-samples", "12", "--top-k", "4"]
     assert cli.main(args) == 0
     assert "R@1" in capsys.readouterr().out
+    # The checkpoint itself from the bucket: copied down, evaluated, the same figures.
+    remote = store.unique_url("final")
+    store.filesystem().put(str(final) + "/", remote + "/", recursive=True)
+    local = cli.main([*args[:1], remote, *args[2:], "--json"])
+    bucket_figures = json.loads(capsys.readouterr().out)
+    assert local == 0 and cli.main([*args, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == bucket_figures
     with pytest.raises(RunFolderError, match="must be a local path"):
         run_plan(demo_clip_plan(url), out_dir=store.url("run"), progress=False)
     assert not Path(f"{store.scheme}:").exists()  # no local `gs:/...` folder either
