@@ -12,12 +12,14 @@ from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
 import apache_beam as beam
+import fsspec
 import numpy as np
 
 from dedupe.buckets import thumbnail_matrix
 from dedupe.decisions import Decision
 from dedupe.fingerprint import band_values, image_fingerprint
 from dedupe.profile import Profile
+from lait.dataset import storage
 from lait.record import RejectReason
 from pipeline.image import ImageRejected
 
@@ -37,7 +39,10 @@ class EvalImage(NamedTuple):
 
 
 def eval_image_files(path: str) -> list[str]:
-    """`path` itself, or every image file under the folder `path`, sorted."""
+    """`path` itself, or every image file under the folder `path`, sorted. A path may be local or
+    on an object store (gs://, s3://: read through fsspec, on the workers that hash them)."""
+    if "://" in path:
+        return _remote_eval_image_files(path)
     if os.path.isfile(path):
         return [path]
     if not os.path.isdir(path):
@@ -50,9 +55,24 @@ def eval_image_files(path: str) -> list[str]:
     return sorted(found)
 
 
+def _remote_eval_image_files(url: str) -> list[str]:
+    fs, path = storage.filesystem(url)
+    if fs.isfile(path):
+        return [url]
+    if not fs.isdir(path):
+        raise EvalImagesError(f"evaluation images: {url} does not exist; give files or folders")
+    found = [
+        fs.unstrip_protocol(f) for f in fs.find(path) if f.lower().endswith(EVAL_IMAGE_EXTENSIONS)
+    ]
+    if not found:
+        raise EvalImagesError(f"evaluation images: no image files under {url}")
+    return sorted(found)
+
+
 def read_eval_image(path: str) -> EvalImage:
-    """Hash one evaluation image file as the pipeline hashes downloads."""
-    with open(path, "rb") as handle:
+    """Hash one evaluation image file (local or on an object store) as the pipeline hashes
+    downloads."""
+    with fsspec.open(path, "rb") as handle:
         data = handle.read()
     try:
         phash, thumbnail = image_fingerprint(data)

@@ -335,6 +335,33 @@ def test_dedupe_and_featurize_read_and_write_the_bucket(
     assert sidecars == ["00000.tar", "00001.tar", "spec.json"]
 
 
+def test_evaluation_images_are_found_and_hashed_in_the_bucket(
+    store: ObjectStore, tmp_path: Path
+) -> None:
+    """`dedupe --eval-images gs://...`: the files under a bucket folder, hashed on the workers
+    exactly as the same files on local disk."""
+    from dedupe.decontaminate import EvalImagesError, eval_image_files, read_eval_image
+    from pretrain.synthetic import write_scene_folder
+
+    scenes = write_scene_folder(str(tmp_path / "scenes"), 3, seed=2, image_size=96)
+    images = [(s.key, s.image) for s in DatasetFolder(scenes).iter_samples()]
+    evals, fs = store.unique_url("eval"), store.filesystem()
+    for i, (_, data) in enumerate(images):
+        (tmp_path / f"{i}.jpg").write_bytes(data)
+        fs.pipe(f"{evals}/part{i % 2}/{i}.jpg", data)
+    fs.pipe(f"{evals}/notes.txt", b"not an image")
+    found = eval_image_files(evals)
+    assert len(found) == 3 and all(f.startswith(f"{store.scheme}://") for f in found)
+    remote = sorted((read_eval_image(f).phash, read_eval_image(f).thumbnail) for f in found)
+    local = sorted(
+        (read_eval_image(str(p)).phash, read_eval_image(str(p)).thumbnail)
+        for p in sorted(tmp_path.glob("*.jpg"))
+    )
+    assert remote == local
+    with pytest.raises(EvalImagesError, match="does not exist"):
+        eval_image_files(store.url("no-such-folder"))
+
+
 def test_a_crawl_reads_its_warc_from_the_bucket(store: ObjectStore, site: str) -> None:
     """`lait crawl --warc BUCKET/crawl.warc.gz --out BUCKET/ds`: input and output on the store."""
     import io
