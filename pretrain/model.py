@@ -472,9 +472,7 @@ class ImageBertForPreTraining(ImageBertPreTrainedModel):
             )  # fmt: skip
         else:
             clean = _Rows(input_ids, attention_mask, region_features, region_boxes, region_mask)
-        clean_positive = (
-            itm_labels == 1 if separate and itm_labels is not None else positive.clone()
-        )
+        clean_positive = itm_labels == 1 if separate and itm_labels is not None else positive
 
         has_itc = itc_input_ids is not None and itc_region_features is not None
         hard = itm_negatives == "hard" and itm_labels is not None and bool(weights["itm"])
@@ -546,7 +544,8 @@ class ImageBertForPreTraining(ImageBertPreTrainedModel):
             )
         if not (wants_itm or soft or wants_grounding):
             return self._total(result, weights)
-        if masked_out is not None and not separate:
+        if not separate:
+            assert masked_out is not None
             out = masked_out  # the caller's rows serve every objective
         else:
             if not wants_itm:

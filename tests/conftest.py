@@ -71,3 +71,11 @@ def one_torch_thread():  # type: ignore[no-untyped-def]
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():  # type: ignore[no-untyped-def]
+    """The shipped BERT WordPiece tokenizer the pretrainer uses by default."""
+    from pretrain.text import load_tokenizer
+
+    return load_tokenizer()

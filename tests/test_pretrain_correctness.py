@@ -21,17 +21,11 @@ from pretrain.regions import ClipGridRegions
 from pretrain.regions.base import Regions
 from pretrain.shards import read_shard
 from pretrain.synthetic import tiny_clip, write_scene_folder
-from pretrain.text import load_tokenizer
 
 VOCAB = ["circle", "square", "triangle", "star", "background"]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def tokenizer():  # type: ignore[no-untyped-def]
-    return load_tokenizer()
 
 
 @pytest.fixture(scope="module")

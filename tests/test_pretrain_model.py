@@ -27,23 +27,12 @@ from pretrain.regions import ClipGridRegions, PrecomputedRegions
 from pretrain.regions.precomputed import normalise_boxes
 from pretrain.shards import RawSample, read_shard
 from pretrain.synthetic import tiny_clip, write_scene_folder
-from pretrain.text import default_bert_path, load_tokenizer
+from pretrain.text import default_bert_path
 
 VOCAB = ["circle", "square", "triangle", "star", "diamond", "hexagon", "cross", "background"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():  # type: ignore[no-untyped-def]
-    # The machine is shared; one thread per test process keeps tiny models fast.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():  # type: ignore[no-untyped-def]
-    return load_tokenizer()
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

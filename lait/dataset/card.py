@@ -64,18 +64,8 @@ def sample_features(image_formats: list[str]) -> list[dict[str, Any]]:
     ]
 
 
-def _image_formats(fs: Any, root: str) -> list[str]:
-    formats: set[str] = set()
-    for path in fs.ls(root, detail=False):
-        if layout.parquet_shard_id(path) is not None:
-            column = storage.read_parquet(fs, path, ["image_format"]).column("image_format")
-            formats.update(f for f in column.to_pylist() if f)
-    return sorted(formats)
-
-
 def dataset_card(folder: str, stats: dict[str, Any]) -> str:
     """The README.md of `folder`, whose counts are `stats` (as stats.json holds them)."""
-    fs, root = storage.filesystem(folder)
     configs: list[dict[str, Any]] = []
     infos: list[dict[str, Any]] = []
     if stats["shards"]:
@@ -87,7 +77,7 @@ def dataset_card(folder: str, stats: dict[str, Any]) -> str:
             }
         )
         infos.append(
-            {"config_name": "default", "features": sample_features(_image_formats(fs, root))}
+            {"config_name": "default", "features": sample_features(stats["image_formats"])}
         )
     header = yaml.safe_dump(
         {"configs": configs, "dataset_info": infos}, sort_keys=False, allow_unicode=True

@@ -45,12 +45,15 @@ def compute_stats(folder: str, run: dict[str, Any] | None = None) -> dict[str, A
     shards = 0
     reasons: collections.Counter[tuple[str, str]] = collections.Counter()
     by_source: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    image_formats: set[str] = set()
     for kind, path in _parquet_paths(fs, root):
-        table = storage.read_parquet(fs, path, _COUNT_COLUMNS)
+        wanted = [*_COUNT_COLUMNS, "image_format"] if kind == "accepted" else _COUNT_COLUMNS
+        table = storage.read_parquet(fs, path, wanted)
         columns = table.to_pydict()
         if kind == "accepted":
             shards += 1
             accepted += table.num_rows
+            image_formats.update(f for f in columns["image_format"] if f)
         for source, stage, reason in zip(
             columns["source"], columns["reject_stage"], columns["reject_reason"], strict=True
         ):
@@ -83,6 +86,7 @@ def compute_stats(folder: str, run: dict[str, Any] | None = None) -> dict[str, A
         "accepted": accepted,
         "rejected": rejected,
         "shards": shards,
+        "image_formats": sorted(image_formats),  # what the dataset card's image columns are
         "funnel": funnel,
         "reasons": dict(sorted((reason, n) for (_, reason), n in reasons.items())),
         "by_source": {
