@@ -251,6 +251,9 @@ class Record:
     page_url: str | None = None
     sighting_id: str | None = None
     image: bytes | None = dataclasses.field(default=None, repr=False)
+    # Where the fetched, resized bytes wait while selection runs on metadata only
+    # (`pipeline.staging`); never written to the dataset.
+    image_ref: str | None = None
     image_format: str | None = None
     width: int | None = None
     height: int | None = None
@@ -318,6 +321,7 @@ class Record:
         return dataclasses.replace(
             self,
             image=None,
+            image_ref=None,
             status=Status.REJECTED,
             reject_stage=reason.stage,
             reject_reason=reason,
@@ -328,8 +332,9 @@ class Record:
         )
 
     def accepted(self) -> Record:
-        """This record, settled as accepted. It must carry an image."""
-        if self.image is None or self.image_format is None:
+        """This record, settled as accepted. It must carry an image (its bytes, or a staging
+        reference the writer reads them from)."""
+        if (self.image is None and self.image_ref is None) or self.image_format is None:
             raise ValueError(f"record {self.key} cannot be accepted without image bytes")
         return dataclasses.replace(self, status=Status.ACCEPTED)
 
@@ -375,8 +380,9 @@ class Record:
         return cls(image=image, **values)
 
 
+_NOT_METADATA = frozenset({"image", "image_ref"})
 METADATA_FIELDS: tuple[str, ...] = tuple(
-    f.name for f in dataclasses.fields(Record) if f.name != "image"
+    f.name for f in dataclasses.fields(Record) if f.name not in _NOT_METADATA
 )
 # Columns computed from the fields, written beside them so img2dataset's readers find theirs.
 DERIVED_COLUMNS: tuple[str, ...] = ("error_message", "img2dataset_status")
