@@ -19,5 +19,13 @@ from pipeline.fetch.client import Fetcher
 from pipeline.fetch.config import FetchConfig
 from pipeline.fetch.errors import FetchRejected
 from pipeline.fetch.response import FetchResponse
+from pipeline.fetch.urls import politeness_key
 
-__all__ = ["FetchConfig", "FetchRejected", "FetchResponse", "Fetcher", "default_resolver"]
+__all__ = [
+    "FetchConfig",
+    "FetchRejected",
+    "FetchResponse",
+    "Fetcher",
+    "default_resolver",
+    "politeness_key",
+]

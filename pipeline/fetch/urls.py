@@ -92,6 +92,23 @@ def _ascii_host(host: str) -> str:
     return encoded.lower()
 
 
+def politeness_key(url: str) -> str:
+    """The host a fetch of `url` is polite to: lower-cased, with ":port" when not the default.
+
+    Fetches sharing this key share one host's concurrency and rate budget (the graph groups
+    them by it, job-wide). A URL that cannot be parsed gets "", so it still has a key (its
+    fetch is rejected as `INVALID_URL` / `UNSUPPORTED_SCHEME` by the fetcher).
+    """
+    try:
+        target = parse_target(url)
+    except (InvalidUrl, UnsupportedScheme):
+        return ""
+    shown_host = f"[{target.host}]" if ":" in target.host else target.host
+    if target.port == _DEFAULT_PORTS[target.scheme]:
+        return shown_host
+    return f"{shown_host}:{target.port}"
+
+
 def join_location(base: str, location: str) -> str:
     """The absolute URL a redirect's Location points to, relative to `base`."""
     return urllib.parse.urljoin(base, location.strip())
