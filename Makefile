@@ -11,7 +11,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test test-slow lint chromium clean
+.PHONY: install demo test test-slow bench-smoke lint chromium clean
 
 install: $(STAMP)
 
@@ -36,6 +36,10 @@ test: install
 
 test-slow: install
 	$(BIN)/pytest -q -m slow
+
+# Every bench/*.py at its --smoke size: each must exit 0 and end with one JSON line.
+bench-smoke: install
+	$(BIN)/python bench/run_smoke.py
 
 lint: install
 	$(BIN)/ruff check .

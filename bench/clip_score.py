@@ -1,6 +1,7 @@
 """CLIP scoring stage throughput vs raw batched open_clip encoding, same images, same process.
 
     python bench/clip_score.py [--images 512] [--batch 256]
+    python bench/clip_score.py --smoke     # 32 images, one repeat: seconds
 
 ours: the `ClipScore` stage's DoFn (`ScoreWithClip`: model loaded once in setup, then batches
 of records with JPEG bytes → scored records, threshold applied), driven batch by batch as a
@@ -37,8 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--smoke", action="store_true", help="32 images, one repeat")
     args = parser.parse_args(argv)
-    records, _ = demo_records(build_site(seed=5, n_images=200))
+    if args.smoke:
+        args.images, args.batch, args.repeats = 32, 16, 1
+    records, _ = demo_records(build_site(seed=5, n_images=40 if args.smoke else 200))
     with_images = [r for r in records if r.image is not None]
     sample: list[Record] = [
         dataclasses.replace(with_images[i % len(with_images)], key=f"k{i}")
@@ -83,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch": args.batch,
         "model": clip.name,
         "threads": torch.get_num_threads(),
+        "smoke": args.smoke,
     }
     print(json.dumps(result))
     return 0

@@ -11,6 +11,7 @@ ratio; curated should win.
 
     python bench/data_value.py [--images 1200] [--steps 300] [--seeds 0 1 2]
                                [--curated DIR --raw DIR]
+    python bench/data_value.py --smoke     # 60 demo images, 2 steps, one seed: seconds
 
 The last line is one JSON object.
 """
@@ -66,7 +67,13 @@ def _with_folder(config: Any, folder: Path) -> Any:
 
 
 def train_and_evaluate(
-    folder: str, held_out: str, steps: int, out: str, holdout: float, seed: int
+    folder: str,
+    held_out: str,
+    steps: int,
+    out: str,
+    holdout: float,
+    seed: int,
+    smoke: bool = False,
 ) -> dict[str, Any]:
     import yaml
 
@@ -81,6 +88,9 @@ def train_and_evaluate(
     plan["evaluate"]["after_each_stage"] = False
     plan["holdout"] = holdout
     plan["seed"] = seed
+    if smoke:  # small batches, no loader process
+        plan["num_workers"] = 0
+        plan["stages"][0].update(batch_size=4, warmup_steps=1)
     result = run_plan(plan, out_dir=out, progress=False, final_eval=False)
     return evaluate(result["final"], held_out, holdout=holdout)
 
@@ -96,7 +106,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
     parser.add_argument("--holdout", type=float, default=0.15)
+    parser.add_argument("--smoke", action="store_true", help="60 images, 2 steps, one seed")
     args = parser.parse_args()
+    if args.smoke:
+        args.images, args.steps, args.seeds, args.holdout = 60, 2, [0], 0.25
     figures: dict[str, list[dict[str, Any]]] = {"curated": [], "raw": []}
     sizes: dict[str, int] = {}
     started = time.monotonic()
@@ -116,6 +129,7 @@ def main() -> None:
                     f"{tmp}/run-{name}-{seed}",
                     args.holdout,
                     seed,
+                    smoke=args.smoke,
                 )
                 figures[name].append(metrics)
                 print(
@@ -144,6 +158,7 @@ def main() -> None:
         json.dumps(
             {
                 "bench": "data_value",
+                "smoke": args.smoke,
                 "steps": args.steps,
                 "seeds": args.seeds,
                 "images": args.images,

@@ -1,6 +1,7 @@
 """Language-ID stage throughput vs raw fastText predict on the same captions, same process.
 
     python bench/langid.py [--captions 200000]
+    python bench/langid.py --smoke         # 4,096 captions, one repeat: seconds
 
 ours: the `LanguageFilter` stage's DoFn (`IdentifyLanguage`: set up once, then batches of
 records → labelled or rejected records), driven batch by batch as a Beam worker drives it.
@@ -34,7 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--captions", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="4,096 captions, one repeat")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.captions, args.repeats = 4096, 1
     site = build_site(seed=5, n_images=200)
     base = [
         Record.candidate(
@@ -78,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         "peer_per_s": round(n / peer_s),
         "captions": n,
         "top_k": config.top_k,
+        "smoke": args.smoke,
     }
     print(f"stage {n / ours_s:,.0f} captions/s, raw fasttext predict {n / peer_s:,.0f}/s")
     print(json.dumps(result))

@@ -11,6 +11,7 @@ stats.json and sizes.json from the real writer functions. Then, each in a fresh 
 Prints a table, then one JSON object on the last line.
 
     .venv/bin/python bench/report_memory.py [--samples 200000] [--keep DIR]
+    .venv/bin/python bench/report_memory.py --smoke     # 2,000 samples: seconds
 """
 
 from __future__ import annotations
@@ -209,7 +210,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--samples", type=int, default=200_000)
     parser.add_argument("--keep", help="build the folders here and keep them")
+    parser.add_argument("--smoke", action="store_true", help="2,000 samples")
     args = parser.parse_args()
+    if args.smoke:
+        args.samples = 2000
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -249,6 +253,7 @@ def main() -> None:
                 "pandas_peer_rss_mb": round(peer_mb, 1),
                 "pandas_peer_seconds": round(peer_s, 2),
                 "report_html_bytes": html_bytes,
+                "smoke": args.smoke,
             }
         )
     )

@@ -10,6 +10,7 @@
 
 Runs on CPU (or CUDA when present, with bf16 autocast). The last line is one JSON object.
     python bench/train_step.py [--hidden 256 --layers 4 --batch 32 --steps 10]
+    python bench/train_step.py --smoke     # a tiny model, a few steps: seconds
 """
 
 from __future__ import annotations
@@ -51,7 +52,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--samples", type=int, default=240, help="scenes in the loader's folder")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--smoke", action="store_true", help="a 2-layer model, batch 4, 2 steps, 24 samples"
+    )
     args = parser.parse_args()
+    if args.smoke:
+        args.hidden, args.layers, args.batch, args.steps, args.samples = 64, 2, 4, 2, 24
     torch.set_num_threads(args.threads)
     from transformers import BertConfig, BertForMaskedLM
 
@@ -192,7 +198,7 @@ def main() -> None:
         next(it)  # worker start-up
         start = time.perf_counter()
         count = 0
-        while time.perf_counter() - start < 5.0:
+        while time.perf_counter() - start < (1.0 if args.smoke else 5.0):
             next(it)
             count += 1
         loader_bps = count / (time.perf_counter() - start)
@@ -216,6 +222,7 @@ def main() -> None:
         "trainer_batches_per_s": round(1 / full_s, 3),
         "loader_batches_per_s": round(loader_bps, 3),
         "loader_over_trainer": round(loader_bps * full_s, 3),
+        "smoke": args.smoke,
     }
     print(
         f"step (MLM, text+regions, seq {seq}): ours {ours_s * 1000:.1f} ms, "
