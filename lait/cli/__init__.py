@@ -230,7 +230,12 @@ def _add_pretrain(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         "pretrain/plans/demo.yaml.",
     )
     pretrain.add_argument("plan", help="the stage plan (YAML)")
-    pretrain.add_argument("--out", required=True, help="run folder (checkpoints, logs)")
+    pretrain.add_argument(
+        "--out",
+        required=True,
+        help="run folder (checkpoints, logs): a local folder, or gs://... or s3://... (trained "
+        "in a local temporary copy, each checkpoint published to the bucket as it is saved)",
+    )
     pretrain.add_argument(
         "--set",
         dest="overrides",
@@ -269,6 +274,9 @@ def _run_pretrain(args: argparse.Namespace) -> int:
         resume=not args.no_resume,
         progress=not args.no_progress,
     )
+    for stage in result["stages"]:
+        if "resumed_from_step" in stage:
+            print(f"stage {stage['stage']} resumed from step {stage['resumed_from_step']}")
     print(f"final checkpoint: {result['final']}")
     if result.get("final_eval"):
         print(format_retrieval("held-out", result["final_eval"]))
