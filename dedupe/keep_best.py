@@ -151,7 +151,7 @@ class JoinOne(beam.PTransform, Generic[T, V]):
         return inputs | "Join" >> _SaltedJoin(on_group, self.member_id, self.hot_cap)
 
 
-class _BestOf(beam.CombineFn):  # type: ignore[misc]
+class _BestOf(beam.CombineFn):
     """The smallest (rank, id) of a key's members."""
 
     def create_accumulator(self) -> Any:
@@ -169,6 +169,14 @@ class _BestOf(beam.CombineFn):  # type: ignore[misc]
 
     def extract_output(self, best: Any) -> Any:
         return best
+
+
+class _HasKey(beam.PartitionFn):
+    def __init__(self, key_of: Callable[[Any], Hashable | None]) -> None:
+        self.key_of = key_of
+
+    def partition_for(self, element: Any, num_partitions: int, *args: Any, **kwargs: Any) -> int:
+        return 0 if self.key_of(element) is not None else 1
 
 
 class KeepBestPerKey(beam.PTransform, Generic[T]):
@@ -198,9 +206,7 @@ class KeepBestPerKey(beam.PTransform, Generic[T]):
 
     def expand(self, members: beam.PCollection) -> beam.PCollection:
         key_of, rank_of, id_of, lose = self.key_of, self.rank_of, self.id_of, self.lose
-        keyed, unkeyed = members | "HasKey" >> beam.Partition(
-            lambda m, _: 0 if key_of(m) is not None else 1, 2
-        )
+        keyed, unkeyed = members | "HasKey" >> beam.Partition(_HasKey(key_of), 2)
         pairs = keyed | "ByKey" >> beam.Map(lambda m: (key_of(m), m))
         winners = (
             pairs

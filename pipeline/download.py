@@ -1,49 +1,120 @@
-"""Fetch candidates' images and turn them into settled records, many at a time per worker.
+"""Fetch each distinct image URL once, resize it, stage its bytes, and give every caption of
+that URL the same image.
 
-Fetching is I/O-bound, so each worker runs a thread pool over batches of candidates; the
-fetcher (with its per-domain limits, robots.txt cache and pinned connections) and the image
-processor are built once per DoFn instance in `setup`.
+    live records ─ url ─► Distinct ─► by (host, split) ─► GroupIntoBatches ─► fetch + resize
+        │                                                                       + stage bytes
+        │                                                                            │
+        └──────────────── JoinOne on url (hot URLs salted) ◄── FetchedImage ────────┘
+
+- **One fetch per URL**: a logo on a million pages, or one image under three captions, is
+  downloaded once (`Distinct` is a combiner, so a hot URL costs nothing extra).
+- **Job-wide politeness**: fetches are keyed by (host, one of `fetch.max_workers_per_host`
+  splits) and each split is fetched by one DoFn call, a batch at a time, so at most that
+  many workers talk to one host in the whole job, however many run; each `Fetcher` then
+  holds its own per-host concurrency and rate within a batch. (`GroupIntoBatches` would do
+  the same with state and timers; the local FnApiRunner leaves its timer bundles unrun.)
+- **Pixels off the shuffle**: the resized bytes go to a staging file (`pipeline.staging`)
+  and what comes back is `FetchedImage` metadata with a reference, so the join and every
+  later selection move metadata only.
+
+The fetcher and the image processor are built once per DoFn instance in `setup`; fetching
+is I/O-bound, so each instance runs a thread pool over its batch.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import apache_beam as beam
 
-from lait.record import Record, Status
+from dedupe.keep_best import DEFAULT_HOT_CAP, JoinOne, salt_of
+from lait.record import CaptionSource, Record, RejectReason, Status
 from pipeline.fetch import FetchConfig, Fetcher, FetchRejected
+from pipeline.fetch.urls import politeness_key
 from pipeline.image import ImageProcessor
 from pipeline.image.config import ImageConfig
+from pipeline.outcomes import NAMESPACE
 from pipeline.progress import ProgressWriter
+from pipeline.staging import stage_images
+
+# What a fetch learns about an image, copied onto every record of its URL.
+IMAGE_FIELDS: tuple[str, ...] = (
+    "image_format",
+    "width",
+    "height",
+    "original_width",
+    "original_height",
+    "num_bytes",
+    "sha256",
+    "phash",
+    "exif",
+    "image_ref",
+)
 
 
-def download_one(fetcher: Fetcher, processor: ImageProcessor, record: Record) -> Record:
-    """Fetch, decode, filter and resize one candidate; every failure is a reject reason."""
-    if record.status is not Status.CANDIDATE:
-        raise ValueError(f"record {record.key} is {record.status}; only candidates are fetched")
+@dataclasses.dataclass(frozen=True, slots=True)
+class FetchedImage:
+    """The outcome of fetching one URL: its image fields (with a staging reference when it
+    was kept), or the reason it was refused."""
+
+    url: str
+    fields: tuple[tuple[str, Any], ...] = ()
+    reject_reason: RejectReason | None = None
+    reject_detail: str | None = None
+    reject_value: float | None = None
+    reject_limit: float | None = None
+
+    def apply(self, record: Record) -> Record:
+        """`record` (a live candidate with this URL) with this outcome."""
+        with_image = dataclasses.replace(record, **dict(self.fields)) if self.fields else record
+        if self.reject_reason is None:
+            return with_image
+        return with_image.rejected(
+            self.reject_reason,
+            self.reject_detail,
+            value=self.reject_value,
+            limit=self.reject_limit,
+        )
+
+
+def _fields_of(record: Record) -> tuple[tuple[str, Any], ...]:
+    return tuple((name, getattr(record, name)) for name in IMAGE_FIELDS)
+
+
+def fetch_and_resize(fetcher: Fetcher, processor: ImageProcessor, url: str) -> Record:
+    """Fetch, decode, filter and resize one URL, as a record of its own (the image's fields,
+    or a reject reason); the captions join it later."""
+    probe = Record(key=url, source="fetch", url=url, caption="", caption_source=CaptionSource.LIST)
     try:
-        response = fetcher.fetch(record.url, accept="image")
+        response = fetcher.fetch(url, accept="image")
     except FetchRejected as rejection:
-        return record.rejected(
+        return probe.rejected(
             rejection.reason, rejection.detail, value=rejection.value, limit=rejection.limit
         )
-    fetched = dataclasses.replace(record, image=response.body, num_bytes=len(response.body))
+    fetched = dataclasses.replace(probe, image=response.body, num_bytes=len(response.body))
     return processor.process(fetched)
 
 
-class DownloadImages(beam.DoFn):
-    """Batches of candidates in, settled records out (accepted with pixels, or rejected)."""
+class FetchImages(beam.DoFn):
+    """((host, split), URLs) in; one `FetchedImage` per URL out, the kept images' bytes staged
+    in one file per batch of `4 x threads` URLs."""
 
     def __init__(
-        self, fetch: FetchConfig, image: ImageConfig, threads: int, progress_folder: str | None
+        self,
+        fetch: FetchConfig,
+        image: ImageConfig,
+        threads: int,
+        staging: str,
+        progress_folder: str | None,
     ) -> None:
         self.fetch_config = fetch
         self.image_config = image
         self.threads = threads
+        self.batch_size = 4 * threads
+        self.staging = staging
         self.progress_folder = progress_folder
 
     def setup(self) -> None:
@@ -51,14 +122,45 @@ class DownloadImages(beam.DoFn):
         self.processor = ImageProcessor(self.image_config)
         self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="lait-fetch")
         self.progress = ProgressWriter(self.progress_folder) if self.progress_folder else None
+        self.urls = beam.metrics.Metrics.counter(NAMESPACE, "download.urls")
+        self.staged_bytes = beam.metrics.Metrics.counter(NAMESPACE, "download.staged_bytes")
 
-    def process(self, batch: Sequence[Record]) -> Iterator[Record]:
-        for record in self.pool.map(
-            lambda record: download_one(self.fetcher, self.processor, record), batch
-        ):
+    def process(self, element: tuple[Any, Iterable[str]]) -> Iterator[FetchedImage]:
+        # A host split's URLs arrive as one lazily read group; fetch them a batch at a time,
+        # so memory holds one batch whatever the host's size.
+        batch: list[str] = []
+        for url in element[1]:
+            batch.append(url)
+            if len(batch) == self.batch_size:
+                yield from self.fetch_batch(batch)
+                batch = []
+        if batch:
+            yield from self.fetch_batch(batch)
+
+    def fetch_batch(self, urls: list[str]) -> Iterator[FetchedImage]:
+        """Fetch and resize `urls` on the thread pool; stage the kept images in one file."""
+        results = list(
+            self.pool.map(lambda url: fetch_and_resize(self.fetcher, self.processor, url), urls)
+        )
+        kept = [r for r in results if r.status is not Status.REJECTED and r.image is not None]
+        refs = iter(stage_images(self.staging, [r.image for r in kept if r.image is not None]))
+        self.urls.inc(len(urls))
+        self.staged_bytes.inc(sum(len(r.image or b"") for r in kept))
+        for url, result in zip(urls, results, strict=True):
             if self.progress is not None:
-                self.progress.add(ok=record.status is not Status.REJECTED)
-            yield record
+                self.progress.add(ok=result.status is not Status.REJECTED)
+            if result.status is Status.REJECTED:
+                yield FetchedImage(
+                    url,
+                    _fields_of(result),
+                    result.reject_reason,
+                    result.reject_detail,
+                    result.reject_value,
+                    result.reject_limit,
+                )
+            else:
+                staged = dataclasses.replace(result, image=None, image_ref=next(refs))
+                yield FetchedImage(url, _fields_of(staged))
 
     def finish_bundle(self) -> None:
         if self.progress is not None:
@@ -69,37 +171,87 @@ class DownloadImages(beam.DoFn):
         self.fetcher.close()
 
 
-class Download(beam.PTransform):
-    """Spread live candidates over workers, batch them, and download them; records already
-    rejected by an earlier stage pass through unfetched."""
+class FetchDistinctUrls(beam.PTransform):
+    """Distinct image URLs → one `FetchedImage` each, fetched politely job-wide."""
 
     def __init__(
         self,
         fetch: FetchConfig,
         image: ImageConfig,
         threads: int,
+        staging: str,
         progress_folder: str | None = None,
     ) -> None:
         super().__init__()
         self.fetch = fetch
         self.image = image
         self.threads = threads
+        self.staging = staging
         self.progress_folder = progress_folder
 
-    def expand(self, records: beam.PCollection) -> beam.PCollection:
-        # Records an earlier stage rejected are not fetched: they pass straight through.
-        live, settled = records | "LiveOrSettled" >> beam.Partition(LiveOrSettled(), 2)
-        downloaded = (
-            live
-            | "Spread" >> beam.Reshuffle()
-            | "Batch"
-            >> beam.BatchElements(min_batch_size=4 * self.threads, max_batch_size=4 * self.threads)
+    def expand(self, urls: beam.PCollection) -> beam.PCollection:
+        splits = self.fetch.max_workers_per_host
+        return (
+            urls
+            | "ByHostSplit" >> beam.Map(lambda url: ((politeness_key(url), salt_of(url, splits)), url))
+            | "HostSplits" >> beam.GroupByKey()
             | "Fetch"
             >> beam.ParDo(
-                DownloadImages(self.fetch, self.image, self.threads, self.progress_folder)
+                FetchImages(
+                    self.fetch, self.image, self.threads, self.staging, self.progress_folder
+                )
             )
         )
-        return (downloaded, settled) | "Merge" >> beam.Flatten()
+
+
+class Download(beam.PTransform):
+    """Records in, records out: each distinct URL of the live candidates is fetched once and
+    its outcome (image fields and staging reference, or the fetch's reject reason) given to
+    every candidate with that URL; records already settled pass through unfetched."""
+
+    def __init__(
+        self,
+        fetch: FetchConfig,
+        image: ImageConfig,
+        threads: int,
+        staging: str,
+        progress_folder: str | None = None,
+        hot_cap: int = DEFAULT_HOT_CAP,
+    ) -> None:
+        super().__init__()
+        self.fetch = fetch
+        self.image = image
+        self.threads = threads
+        self.staging = staging
+        self.progress_folder = progress_folder
+        self.hot_cap = hot_cap
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        live, settled = records | "LiveOrSettled" >> beam.Partition(LiveOrSettled(), 2)
+        fetched = (
+            live
+            | "Urls" >> beam.Map(lambda r: r.url)
+            | "Distinct" >> beam.Distinct()
+            | "FetchUrls"
+            >> FetchDistinctUrls(
+                self.fetch, self.image, self.threads, self.staging, self.progress_folder
+            )
+        )
+        joined = {
+            "many": live | "ByUrl" >> beam.Map(lambda r: (r.url, r)),
+            "one": fetched | "FetchedByUrl" >> beam.Map(lambda f: (f.url, f)),
+        } | "GiveImages" >> JoinOne(_with_image, member_id=_member_id, hot_cap=self.hot_cap)
+        return (joined, settled) | "Merge" >> beam.Flatten()
+
+
+def _member_id(record: Record) -> str:
+    return record.sighting_id or record.key
+
+
+def _with_image(record: Record, fetched: FetchedImage | None) -> Sequence[Record]:
+    if fetched is None:  # every distinct URL is fetched; a missing one is a bug
+        raise ValueError(f"no fetch outcome for {record.url} (record {record.key})")
+    return [fetched.apply(record)]
 
 
 class LiveOrSettled(beam.PartitionFn):

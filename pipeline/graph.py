@@ -1,44 +1,60 @@
 """The LAIT pipeline graph, cheap stages first:
 
-    sources → candidates → unique keys → text filters → language ID → download + resize
-            → CLIP score → best caption per image → dedupe → settle → write
+    sources → candidates → one per key → text filters → language ID
+            → one fetch + resize per distinct URL (bytes staged) → CLIP score
+            → best caption per image → dedupe → settle → write (bytes read back)
+
+Every per-key choice is a combiner and a salted join (`dedupe.keep_best`), and the image
+bytes cross no shuffle: they wait in staging files (`pipeline.staging`) while selection runs
+on metadata, and the shard writer reads them back.
 
 One graph for every runner: DirectRunner here, DataflowRunner at scale.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-
 import apache_beam as beam
 
 from dedupe import Deduplicate
-from lait.record import Record, RejectReason
-from pipeline.clip import BestCaptionPerImage, ClipScore
+from dedupe.keep_best import KeepBestPerKey
+from lait.record import Record, RejectReason, Status
+from pipeline.clip import BestCaptionPerImage, ClipScore, ClipScoreWithEmbeddings
 from pipeline.config import PipelineConfig
 from pipeline.crawl import CrawlPages
 from pipeline.download import Download, LiveOrSettled
 from pipeline.langid import LanguageFilter
 from pipeline.outcomes import CountOutcome
 from pipeline.read_sources import ReadLists, ReadWarcPages, ReadWatCandidates
+from pipeline.staging import staging_folder
 from pipeline.text import TextFilters
 from pipeline.write import WriteDataset
 
 
-def keep_first_of_key(element: tuple[str, Iterable[Record]]) -> Iterator[Record]:
-    """One live candidate per key (same url + caption); the rest are rejected duplicates.
+def _first_sighting(record: Record) -> tuple[str, str]:
+    # A stable order (page URL, then source), so reruns keep the same sighting.
+    return (record.page_url or "", record.source)
 
-    The survivor is the one found first in a stable order (page URL, then source), so
-    reruns agree; the others point at it with `duplicate_of`.
-    """
-    key, records = element
-    ordered = sorted(records, key=lambda r: (r.page_url or "", r.source))
-    yield ordered[0]
-    for duplicate in ordered[1:]:
-        yield duplicate.rejected(
-            RejectReason.DUPLICATE_URL_CAPTION,
-            f"same url and caption as on {ordered[0].page_url or ordered[0].source}",
-            duplicate_of=key,
+
+def _same_key(record: Record, first: tuple[str, str], _: str) -> Record:
+    page, source = first
+    return record.rejected(
+        RejectReason.DUPLICATE_URL_CAPTION,
+        f"same url and caption as on {page or source}",
+        duplicate_of=record.key,
+    )
+
+
+class OnePerKey(beam.PTransform):
+    """One live candidate per key (same url + caption); the rest are rejected duplicates
+    pointing at it. A combiner picks the first sighting, so a favicon with the same alt on
+    every page of a site is never one sorted group."""
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        return records | "FirstSighting" >> KeepBestPerKey(
+            key_of=lambda r: r.key if r.status is Status.CANDIDATE else None,
+            rank_of=_first_sighting,
+            id_of=lambda r: r.sighting_id or r.key,
+            lose=_same_key,
         )
 
 
@@ -83,29 +99,40 @@ class BuildDataset(beam.PTransform):
     def expand(self, pipeline: beam.Pipeline) -> beam.PCollection:
         config = self.config
         candidates = pipeline | "Candidates" >> Candidates(config)
-        live, settled_early = candidates | "LiveOrSettled" >> beam.Partition(LiveOrSettled(), 2)
-        unique, duplicates = (
-            live
-            | "ByKey" >> beam.Map(lambda r: (r.key, r))
-            | "GroupKeys" >> beam.GroupByKey()
-            | "FirstOfKey" >> beam.FlatMap(keep_first_of_key)
-            | "SplitDuplicates" >> beam.Partition(LiveOrSettled(), 2)
+        live, settled_early = (
+            candidates
+            | "OnePerKey" >> OnePerKey()
+            | "LiveOrSettled" >> beam.Partition(LiveOrSettled(), 2)
         )
+        unique = live
         if config.text.enabled:
             unique = unique | "TextFilters" >> TextFilters(config.text)
         scored = (
             unique
             | "Language" >> LanguageFilter(config.language)
             | "Download"
-            >> Download(config.fetch, config.image, config.fetch_threads, self.progress_folder)
+            >> Download(
+                config.fetch,
+                config.image,
+                config.fetch_threads,
+                staging_folder(config.output.folder),
+                self.progress_folder,
+            )
         )
-        if config.clip.enabled:
+        embeddings = None
+        if config.clip.enabled and config.dedupe.semantic:
+            outputs = scored | "ClipScore" >> ClipScoreWithEmbeddings(config.clip)
+            scored = outputs["records"]
+            embeddings = outputs["embeddings"] | "ImageEmbeddings" >> beam.MapTuple(
+                lambda key, image, _text: (key, image)
+            )
+        elif config.clip.enabled:
             scored = scored | "ClipScore" >> ClipScore(config.clip)
         if config.clip.enabled and config.clip.best_caption_per_image:
             scored = scored | "BestCaption" >> BestCaptionPerImage()
-        kept = scored | "Dedupe" >> Deduplicate(config.dedupe)
+        kept = scored | "Dedupe" >> Deduplicate(config.dedupe, embeddings=embeddings)
         settled = (
-            (settled_early, duplicates, kept | "Settle" >> beam.Map(Record.accepted_if_live))
+            (settled_early, kept | "Settle" >> beam.Map(Record.accepted_if_live))
             | "AllSettled" >> beam.Flatten()
             | "Count" >> beam.ParDo(CountOutcome())
         )

@@ -31,6 +31,7 @@ from pipeline.config import PipelineConfig
 from pipeline.graph import BuildDataset
 from pipeline.outcomes import NAMESPACE
 from pipeline.progress import progress_bar
+from pipeline.staging import remove_staging
 
 _VERSIONED = ["lait", "apache-beam", "img2dataset", "open-clip-torch", "torch", "pyarrow"]
 
@@ -98,4 +99,7 @@ def run_pipeline(
             k.removeprefix("pages."): v for k, v in counters.items() if k.startswith("pages.")
         },
     }
-    return finalize(config.output.folder, run=run)
+    stats = finalize(config.output.folder, run=run)
+    # Every shard has read its images back; the staged copies are no longer needed.
+    remove_staging(config.output.folder)
+    return stats

@@ -22,9 +22,8 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
 
+from lait.dataset.layout import STAGING_DIR
 from lait.dataset.storage import atomic_output, filesystem, join
-
-STAGING_FOLDER = "_staging"
 
 
 class StagingRefError(ValueError):
@@ -33,7 +32,7 @@ class StagingRefError(ValueError):
 
 def staging_folder(output_folder: str) -> str:
     """Where a job writing `output_folder` stages its images."""
-    return join(output_folder, STAGING_FOLDER)
+    return join(output_folder, STAGING_DIR)
 
 
 def stage_images(folder: str, images: Sequence[bytes]) -> list[str]:

@@ -1,13 +1,15 @@
 """Write settled records into a LAIT dataset folder from a Beam pipeline.
 
 Accepted records are spread over `ceil(n / samples_per_shard)` shards by a hash of their
-key (n counted in the pipeline), grouped with a GroupByKey, and each group is committed as
-one whole shard by `lait.dataset.write_shard`. The same keys give the same shards, so a
+key (n counted in the pipeline), grouped with a GroupByKey (metadata only: the images wait in
+staging files), and each group is committed as one whole shard by `lait.dataset.write_shard`
+once its images are read back from staging. The same keys give the same shards, so a
 rerun rewrites identical files. Rejects are written the same way as ledger parts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from collections.abc import Iterable
@@ -17,12 +19,31 @@ import apache_beam as beam
 
 from lait.dataset import write_rejects_part, write_shard
 from lait.record import Record, Status
+from pipeline.staging import read_staged_many
 
 
 def shard_index(key: str, num_shards: int) -> int:
     """The shard a key belongs in (stable across runs, processes and Python versions)."""
     digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") % num_shards
+
+
+def with_staged_images(records: list[Record]) -> list[Record]:
+    """`records` with the bytes of every staged image read back (each staging file opened
+    once): the one place pixels rejoin their metadata."""
+    staged = [i for i, r in enumerate(records) if r.image is None and r.image_ref is not None]
+    if not staged:
+        return records
+    images = read_staged_many([records[i].image_ref or "" for i in staged])
+    out = list(records)
+    for index, image in zip(staged, images, strict=True):
+        out[index] = dataclasses.replace(records[index], image=image, image_ref=None)
+    return out
+
+
+def write_samples(folder: str, shard_id: int, records: list[Record]) -> int:
+    """Commit one shard of accepted records, their staged images read back first."""
+    return write_shard(folder, shard_id, with_staged_images(records))
 
 
 def _num_groups(count: int, per_group: int) -> int:
@@ -42,7 +63,7 @@ class _WriteGroups(beam.PTransform):
         count = records | "Count" >> beam.combiners.Count.Globally()
         per_group = self.per_group
         folder = self.folder
-        commit = write_shard if self.accepted else write_rejects_part
+        commit = write_samples if self.accepted else write_rejects_part
 
         def assign(record: Record, total: int) -> tuple[int, Record]:
             return shard_index(record.key, _num_groups(total, per_group)), record

@@ -7,6 +7,7 @@ DATASET/
   stats.json                                             per-stage counts that add up
   sizes.json                                             samples per shard (open_clip)
   README.md                                              dataset card (Hugging Face datasets)
+  _staging/                   while a job runs: fetched images waiting for the writer
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import re
 
 SHARD_DIGITS = 5
 REJECTS_DIR = "rejects"
+STAGING_DIR = "_staging"  # a running job's fetched images (pipeline.staging); removed at the end
 STATS_FILE = "stats.json"
 SIZES_FILE = "sizes.json"
 CARD_FILE = "README.md"

@@ -163,7 +163,7 @@ def prepare_folder(folder: str, *, overwrite: bool) -> None:
             )
         for path in fs.ls(root, detail=False):
             name = path.rsplit("/", 1)[-1]
-            if name == layout.REJECTS_DIR:
+            if name in (layout.REJECTS_DIR, layout.STAGING_DIR):
                 fs.rm(path, recursive=True)
             elif layout.is_dataset_file(name) or storage.is_temporary(name):
                 fs.rm(path)

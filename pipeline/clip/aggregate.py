@@ -9,10 +9,11 @@ rest point at the kept record with `duplicate_of`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 import apache_beam as beam
+from apache_beam.metrics import Metrics
 
+from dedupe.keep_best import DEFAULT_HOT_CAP, KeepBestPerKey
 from lait.record import Record, RejectReason, Status
 
 NAMESPACE = "lait"
@@ -42,36 +43,43 @@ def best_caption_of_image(records: Iterable[Record]) -> Iterator[Record]:
         )
 
 
-class _GroupableOrNot(beam.PartitionFn):
-    """Live, hashed and scored → 0; anything else → 1."""
-
-    def partition_for(self, element: Any, num_partitions: int, *args: Any, **kwargs: Any) -> int:
-        return 0 if _groupable(element) else 1
+def _image_of(record: Record) -> str | None:
+    return record.sha256 if _groupable(record) else None
 
 
-class _Aggregate(beam.DoFn):
-    def setup(self) -> None:
-        self.rejected = beam.metrics.Metrics.counter(
-            NAMESPACE, f"clip.{RejectReason.NOT_BEST_CAPTION}"
-        )
-
-    def process(self, element: tuple[str, Iterable[Record]]) -> Iterator[Record]:
-        for record in best_caption_of_image(element[1]):
-            if record.status is Status.REJECTED:
-                self.rejected.inc()
-            yield record
+def _rank(record: Record) -> tuple[float, str]:
+    return (-(record.clip_score or 0.0), record.key)
 
 
 class BestCaptionPerImage(beam.PTransform):
     """Records in, records out: live scored records grouped by image hash, one kept per
-    image; settled records and live ones without hash or score pass unchanged."""
+    image; settled records and live ones without hash or score pass unchanged.
+
+    The choice is a combiner over (score, key) per hash and a join back (`KeepBestPerKey`):
+    an image under a million captions is never one sorted group, and no bytes move.
+    """
+
+    def __init__(self, hot_cap: int = DEFAULT_HOT_CAP) -> None:
+        super().__init__()
+        self.hot_cap = hot_cap
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
-        groupable, other = records | "Groupable" >> beam.Partition(_GroupableOrNot(), 2)
-        kept = (
-            groupable
-            | "ByImage" >> beam.Map(lambda r: (r.sha256, r))
-            | "GroupImages" >> beam.GroupByKey()
-            | "KeepBest" >> beam.ParDo(_Aggregate())
+        return records | "KeepBest" >> KeepBestPerKey(
+            key_of=_image_of,
+            rank_of=_rank,
+            id_of=lambda r: r.sighting_id or r.key,
+            lose=_not_best,
+            hot_cap=self.hot_cap,
         )
-        return (kept, other) | "Merge" >> beam.Flatten()
+
+
+def _not_best(record: Record, best_rank: tuple[float, str], best_id: str) -> Record:
+    Metrics.counter(NAMESPACE, f"clip.{RejectReason.NOT_BEST_CAPTION}").inc()
+    best_score, best_key = -best_rank[0], best_rank[1]
+    return record.rejected(
+        RejectReason.NOT_BEST_CAPTION,
+        f"clip {record.clip_score:.4f} < {best_score:.4f} for the same image",
+        duplicate_of=best_key,
+        value=record.clip_score,
+        limit=best_score,
+    )

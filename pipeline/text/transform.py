@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from dedupe.keep_best import JoinOne
 from lait.record import Record, RejectReason, Status
 from pipeline.text.cleaning import counting_key
 from pipeline.text.config import TextFilterConfig
@@ -56,30 +58,27 @@ class CheckCaptions(beam.DoFn):
         yield record
 
 
-class RejectSharedCaptions(beam.DoFn):
-    """Live records whose caption is in the over-shared side input become rejects."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-
-    def setup(self) -> None:
-        self.rejected = beam.metrics.Metrics.counter(
-            NAMESPACE, f"text_filter.{RejectReason.CAPTION_SHARED_TOO_OFTEN}"
-        )
-
-    def process(self, record: Record, shared: dict[str, int]) -> Iterator[Record]:
-        if record.status is Status.CANDIDATE:
-            images = shared.get(counting_key(record.caption))
-            if images is not None:
-                self.rejected.inc()
-                yield record.rejected(
-                    RejectReason.CAPTION_SHARED_TOO_OFTEN,
-                    f"caption on {images} images (limit {self.limit})",
-                    value=images,
-                    limit=self.limit,
-                )
-                return
+def reject_if_shared(record: Record, images: int | None, limit: int) -> Iterator[Record]:
+    """`record`, rejected when its caption is on more than `limit` images (`images` is the
+    caption's count, None when under the limit)."""
+    if images is None:
         yield record
+        return
+    beam.metrics.Metrics.counter(
+        NAMESPACE, f"text_filter.{RejectReason.CAPTION_SHARED_TOO_OFTEN}"
+    ).inc()
+    yield record.rejected(
+        RejectReason.CAPTION_SHARED_TOO_OFTEN,
+        f"caption on {images} images (limit {limit})",
+        value=images,
+        limit=limit,
+    )
+
+
+class _LiveOrSettled(beam.PartitionFn):
+    def partition_for(self, element: Any, num_partitions: int, *args: Any, **kwargs: Any) -> int:
+        record: Record = element
+        return 0 if record.status is Status.CANDIDATE else 1
 
 
 def _is_live(record: Record) -> bool:
@@ -90,8 +89,9 @@ class TextFilters(beam.PTransform):
     """Records in, records out: settled ones unchanged, live ones cleaned or rejected.
 
     The shared-caption rule counts distinct image URLs per caption (counting key) with a
-    combiner, so a caption on millions of pages costs one small counter per worker, and only
-    the over-shared captions (usually few) travel to the workers as a side input.
+    combiner, so a caption on millions of pages costs one small counter per worker, and the
+    over-shared counts are joined back to the records by caption (`JoinOne`: a hot caption
+    is spread over sub-keys), so no worker holds the list of over-shared captions.
     """
 
     def __init__(self, config: TextFilterConfig | None = None) -> None:
@@ -110,6 +110,12 @@ class TextFilters(beam.PTransform):
             | "ImagesPerCaption" >> beam.CombinePerKey(sum)
             | "OverShared" >> beam.Filter(lambda kv: kv[1] > limit)
         )
-        return checked | "RejectShared" >> beam.ParDo(
-            RejectSharedCaptions(limit), shared=beam.pvalue.AsDict(shared)
+        live, settled = checked | "LiveOrSettled" >> beam.Partition(_LiveOrSettled(), 2)
+        judged = {
+            "many": live | "ByCaption" >> beam.Map(lambda r: (counting_key(r.caption), r)),
+            "one": shared,
+        } | "RejectShared" >> JoinOne(
+            lambda r, images: reject_if_shared(r, images, limit),
+            member_id=lambda r: r.sighting_id or r.key,
         )
+        return (judged, settled) | "All" >> beam.Flatten()
