@@ -25,7 +25,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.options.pipeline_options import StandardOptions
 
-from lait.dataset import finalize, prepare_folder
+from lait.dataset import add_run_info, prepare_folder
 from pipeline.beam_options import local_runner, pipeline_options
 from pipeline.config import PipelineConfig
 from pipeline.graph import BuildDataset
@@ -99,7 +99,7 @@ def run_pipeline(
             k.removeprefix("pages."): v for k, v in counters.items() if k.startswith("pages.")
         },
     }
-    stats = finalize(config.output.folder, run=run)
+    stats = add_run_info(config.output.folder, run)
     # Every shard has read its images back; the staged copies are no longer needed.
     remove_staging(config.output.folder)
     return stats

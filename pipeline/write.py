@@ -17,7 +17,7 @@ from typing import Any
 
 import apache_beam as beam
 
-from lait.dataset import write_rejects_part, write_shard
+from lait.dataset import FolderCounts, write_rejects_part, write_shard, write_summary
 from lait.record import Record, Status
 from pipeline.staging import read_staged_many
 
@@ -41,9 +41,35 @@ def with_staged_images(records: list[Record]) -> list[Record]:
     return out
 
 
-def write_samples(folder: str, shard_id: int, records: list[Record]) -> int:
-    """Commit one shard of accepted records, their staged images read back first."""
-    return write_shard(folder, shard_id, with_staged_images(records))
+def write_samples(folder: str, shard_id: int, records: list[Record]) -> FolderCounts:
+    """Commit one shard of accepted records, their staged images read back first; its counts."""
+    write_shard(folder, shard_id, with_staged_images(records))
+    return FolderCounts.of_records("accepted", records, shard_id)
+
+
+def write_rejects(folder: str, part_id: int, records: list[Record]) -> FolderCounts:
+    """Commit one part of the rejects ledger; its counts."""
+    write_rejects_part(folder, part_id, records)
+    return FolderCounts.of_records("rejected", records)
+
+
+class _MergeCounts(beam.CombineFn):
+    """Per-file counts → the job's counts (a few numbers per file: cheap to combine)."""
+
+    def create_accumulator(self) -> FolderCounts:
+        return FolderCounts()
+
+    def add_input(self, total: FolderCounts, counts: FolderCounts) -> FolderCounts:
+        return total.merge(counts)
+
+    def merge_accumulators(self, accumulators: Iterable[FolderCounts]) -> FolderCounts:
+        total = FolderCounts()
+        for counts in accumulators:
+            total.merge(counts)
+        return total
+
+    def extract_output(self, total: FolderCounts) -> FolderCounts:
+        return total
 
 
 def _num_groups(count: int, per_group: int) -> int:
@@ -63,12 +89,12 @@ class _WriteGroups(beam.PTransform):
         count = records | "Count" >> beam.combiners.Count.Globally()
         per_group = self.per_group
         folder = self.folder
-        commit = write_samples if self.accepted else write_rejects_part
+        commit = write_samples if self.accepted else write_rejects
 
         def assign(record: Record, total: int) -> tuple[int, Record]:
             return shard_index(record.key, _num_groups(total, per_group)), record
 
-        def write(group: tuple[int, Iterable[Record]]) -> int:
+        def write(group: tuple[int, Iterable[Record]]) -> FolderCounts:
             index, members = group
             return commit(folder, index, list(members))
 
@@ -78,6 +104,11 @@ class _WriteGroups(beam.PTransform):
             | "Group" >> beam.GroupByKey()
             | "Commit" >> beam.Map(write)
         )
+
+
+def _write_summary(counts: FolderCounts, folder: str) -> FolderCounts:
+    write_summary(folder, counts)
+    return counts
 
 
 class _BySettlement(beam.PartitionFn):
@@ -95,8 +126,10 @@ class _BySettlement(beam.PartitionFn):
 class WriteDataset(beam.PTransform):
     """Commit settled records as shards (accepted) and rejects-ledger parts (rejected).
 
-    Returns the PCollection of per-file row counts. Call `lait.dataset.finalize` after the
-    pipeline finishes to write sizes.json and stats.json.
+    The per-file counts are merged inside the job and sizes.json, stats.json and the card
+    are written once from them (`lait.dataset.write_summary`), so nothing lists or reopens
+    the committed files; the launcher adds its run information afterwards
+    (`lait.dataset.add_run_info`). Returns the PCollection holding the merged counts.
     """
 
     def __init__(self, folder: str, samples_per_shard: int, rejects_per_part: int) -> None:
@@ -109,4 +142,10 @@ class WriteDataset(beam.PTransform):
         accepted, rejected = records | "Split" >> beam.Partition(_BySettlement(), 2)
         shards = accepted | "Shards" >> _WriteGroups(self.folder, self.samples_per_shard, True)
         parts = rejected | "Rejects" >> _WriteGroups(self.folder, self.rejects_per_part, False)
-        return (shards, parts) | "Written" >> beam.Flatten()
+        folder = self.folder
+        return (
+            (shards, parts)
+            | "Written" >> beam.Flatten()
+            | "MergeCounts" >> beam.CombineGlobally(_MergeCounts())
+            | "WriteSummary" >> beam.Map(_write_summary, folder)
+        )

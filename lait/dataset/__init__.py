@@ -2,16 +2,18 @@
 
 from lait.dataset.mix import ShardMix, shard_mix
 from lait.dataset.reader import DatasetFolder, DatasetFolderError, Sample
-from lait.dataset.stats import StatsMismatchError, check_stats, compute_stats
+from lait.dataset.stats import FolderCounts, StatsMismatchError, check_stats, compute_stats
 from lait.dataset.storage import OutputLocationError
 from lait.dataset.writer import (
     DatasetWriteError,
     DatasetWriter,
+    add_run_info,
     finalize,
     prepare_folder,
     write_rejects_part,
     write_shard,
     write_sizes,
+    write_summary,
 )
 
 __all__ = [
@@ -19,10 +21,12 @@ __all__ = [
     "DatasetFolderError",
     "DatasetWriteError",
     "DatasetWriter",
+    "FolderCounts",
     "OutputLocationError",
     "Sample",
     "ShardMix",
     "StatsMismatchError",
+    "add_run_info",
     "check_stats",
     "compute_stats",
     "finalize",
@@ -31,4 +35,5 @@ __all__ = [
     "write_rejects_part",
     "write_shard",
     "write_sizes",
+    "write_summary",
 ]

@@ -11,6 +11,7 @@ ledger), never from in-memory counters, so they describe the folder as it is:
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import platform
 from collections.abc import Iterator, Sequence
@@ -38,67 +39,137 @@ def _parquet_paths(fs: Any, folder: str) -> Iterator[tuple[str, str]]:
                 yield "rejected", path
 
 
-def compute_stats(folder: str, run: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The stats of a dataset folder, counted from its parquet files (one file at a time)."""
+@dataclasses.dataclass
+class FolderCounts:
+    """The counts stats.json is made of, for one committed file or for many merged.
+
+    A job computes one per file as it commits it (from the rows it writes) and merges them
+    inside the pipeline, so the launcher never lists or reopens the files; `compute_stats`
+    builds the same counts by reading the committed parquet files, which is how
+    `lait info` rechecks a folder.
+    """
+
+    accepted: int = 0
+    reasons: collections.Counter[tuple[str, str]] = dataclasses.field(
+        default_factory=collections.Counter
+    )
+    by_source: dict[str, collections.Counter[str]] = dataclasses.field(default_factory=dict)
+    image_formats: set[str] = dataclasses.field(default_factory=set)
+    sizes: dict[str, int] = dataclasses.field(default_factory=dict)  # shard tar → samples
+
+    @classmethod
+    def of_rows(
+        cls,
+        kind: str,
+        sources: Sequence[str],
+        stages: Sequence[str | None],
+        reasons: Sequence[str | None],
+        image_formats: Sequence[str | None] = (),
+        shard_id: int | None = None,
+    ) -> FolderCounts:
+        """The counts of one file: `kind` 'accepted' (a shard, `shard_id`) or 'rejected'."""
+        counts = cls()
+        if kind == "accepted":
+            counts.accepted = len(sources)
+            counts.image_formats.update(f for f in image_formats if f)
+            if shard_id is not None:
+                counts.sizes[layout.shard_tar_name(shard_id)] = len(sources)
+        for source, stage, reason in zip(sources, stages, reasons, strict=True):
+            counts.by_source.setdefault(source, collections.Counter())[kind] += 1
+            if kind == "rejected":
+                counts.reasons[(str(stage), str(reason))] += 1
+        return counts
+
+    @classmethod
+    def of_records(
+        cls, kind: str, records: Sequence[Record], shard_id: int | None = None
+    ) -> FolderCounts:
+        """The counts of a file holding `records`."""
+        return cls.of_rows(
+            kind,
+            [r.source for r in records],
+            [r.reject_stage.value if r.reject_stage else None for r in records],
+            [r.reject_reason.value if r.reject_reason else None for r in records],
+            [r.image_format for r in records],
+            shard_id,
+        )
+
+    def merge(self, other: FolderCounts) -> FolderCounts:
+        """Add `other` into these counts; returns self."""
+        self.accepted += other.accepted
+        self.reasons.update(other.reasons)
+        for source, counter in other.by_source.items():
+            self.by_source.setdefault(source, collections.Counter()).update(counter)
+        self.image_formats |= other.image_formats
+        self.sizes.update(other.sizes)
+        return self
+
+    def stats(self, folder: str, run: dict[str, Any] | None = None) -> dict[str, Any]:
+        """stats.json's content."""
+        reasons = self.reasons
+        accepted = self.accepted
+        rejected = sum(reasons.values())
+        funnel = []
+        remaining = accepted + rejected
+        for stage in Stage:
+            stage_reasons = {r: n for (s, r), n in sorted(reasons.items()) if s == stage.value}
+            dropped = sum(stage_reasons.values())
+            funnel.append(
+                {
+                    "stage": stage.value,
+                    "in": remaining,
+                    "rejected": dropped,
+                    "out": remaining - dropped,
+                    "reasons": stage_reasons,
+                }
+            )
+            remaining -= dropped
+        unknown = {f"{s}/{r}": n for (s, r), n in reasons.items() if s not in set(Stage)}
+        if unknown:
+            raise StatsMismatchError(f"rejects with unknown stages in {folder}: {unknown}")
+        return {
+            "candidates": accepted + rejected,
+            "accepted": accepted,
+            "rejected": rejected,
+            "shards": len(self.sizes),
+            "image_formats": sorted(self.image_formats),  # the dataset card's image columns
+            "funnel": funnel,
+            "reasons": dict(sorted((reason, n) for (_, reason), n in reasons.items())),
+            "by_source": {
+                source: {
+                    "candidates": c["accepted"] + c["rejected"],
+                    "accepted": c["accepted"],
+                    "rejected": c["rejected"],
+                }
+                for source, c in sorted(self.by_source.items())
+            },
+            "run": {"python": platform.python_version(), **(run or {})},
+        }
+
+
+def count_folder(folder: str) -> FolderCounts:
+    """The counts of a dataset folder, read from its parquet files (one file at a time)."""
     fs, root = storage.filesystem(folder)
-    accepted = 0
-    shards = 0
-    reasons: collections.Counter[tuple[str, str]] = collections.Counter()
-    by_source: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
-    image_formats: set[str] = set()
+    counts = FolderCounts()
     for kind, path in _parquet_paths(fs, root):
         wanted = [*_COUNT_COLUMNS, "image_format"] if kind == "accepted" else _COUNT_COLUMNS
-        table = storage.read_parquet(fs, path, wanted)
-        columns = table.to_pydict()
-        if kind == "accepted":
-            shards += 1
-            accepted += table.num_rows
-            image_formats.update(f for f in columns["image_format"] if f)
-        for source, stage, reason in zip(
-            columns["source"], columns["reject_stage"], columns["reject_reason"], strict=True
-        ):
-            by_source[source][kind] += 1
-            if kind == "rejected":
-                reasons[(stage, reason)] += 1
-
-    rejected = sum(reasons.values())
-    funnel = []
-    remaining = accepted + rejected
-    for stage in Stage:
-        stage_reasons = {r: n for (s, r), n in sorted(reasons.items()) if s == stage.value}
-        dropped = sum(stage_reasons.values())
-        funnel.append(
-            {
-                "stage": stage.value,
-                "in": remaining,
-                "rejected": dropped,
-                "out": remaining - dropped,
-                "reasons": stage_reasons,
-            }
+        columns = storage.read_parquet(fs, path, wanted).to_pydict()
+        counts.merge(
+            FolderCounts.of_rows(
+                kind,
+                columns["source"],
+                columns["reject_stage"],
+                columns["reject_reason"],
+                columns.get("image_format", ()),
+                layout.parquet_shard_id(path) if kind == "accepted" else None,
+            )
         )
-        remaining -= dropped
-    unknown = {f"{s}/{r}": n for (s, r), n in reasons.items() if s not in set(Stage)}
-    if unknown:
-        raise StatsMismatchError(f"rejects with unknown stages in {folder}: {unknown}")
+    return counts
 
-    return {
-        "candidates": accepted + rejected,
-        "accepted": accepted,
-        "rejected": rejected,
-        "shards": shards,
-        "image_formats": sorted(image_formats),  # what the dataset card's image columns are
-        "funnel": funnel,
-        "reasons": dict(sorted((reason, n) for (_, reason), n in reasons.items())),
-        "by_source": {
-            source: {
-                "candidates": c["accepted"] + c["rejected"],
-                "accepted": c["accepted"],
-                "rejected": c["rejected"],
-            }
-            for source, c in sorted(by_source.items())
-        },
-        "run": {"python": platform.python_version(), **(run or {})},
-    }
+
+def compute_stats(folder: str, run: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The stats of a dataset folder, counted from its parquet files (one file at a time)."""
+    return count_folder(folder).stats(folder, run)
 
 
 def check_stats(stats: dict[str, Any]) -> None:

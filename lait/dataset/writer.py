@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from lait.dataset import layout, storage
 from lait.dataset.card import write_card
 from lait.dataset.schema import metadata_table
-from lait.dataset.stats import compute_stats, shard_stats, write_stats
+from lait.dataset.stats import FolderCounts, compute_stats, shard_stats, write_stats
 from lait.record import Record, Status
 
 IMAGE_EXTENSIONS = {"jpg", "png", "webp"}
@@ -118,16 +118,18 @@ def _write_parquet(fs: Any, path: str, records: Sequence[Record]) -> None:
         pq.write_table(metadata_table(records), out, compression="zstd")
 
 
-def write_sizes(folder: str) -> dict[str, int]:
-    """Write `sizes.json` ({shard file name: samples}) from the committed parquet files."""
+def write_sizes(folder: str, sizes: dict[str, int] | None = None) -> dict[str, int]:
+    """Write `sizes.json` ({shard file name: samples}): the given sizes, or counted from the
+    committed parquet files."""
     fs, root = storage.filesystem(folder)
-    sizes: dict[str, int] = {}
-    for path in sorted(fs.ls(root, detail=False)):
-        shard_id = layout.parquet_shard_id(path)
-        if shard_id is None:
-            continue
-        with storage.open_parquet(fs, path) as parquet:
-            sizes[layout.shard_tar_name(shard_id)] = parquet.metadata.num_rows
+    if sizes is None:
+        sizes = {}
+        for path in sorted(fs.ls(root, detail=False)):
+            shard_id = layout.parquet_shard_id(path)
+            if shard_id is None:
+                continue
+            with storage.open_parquet(fs, path) as parquet:
+                sizes[layout.shard_tar_name(shard_id)] = parquet.metadata.num_rows
     with storage.atomic_output(fs, storage.join(root, layout.SIZES_FILE)) as out:
         out.write(json.dumps(sizes, indent=1, sort_keys=True).encode())
     return sizes
@@ -138,6 +140,29 @@ def finalize(folder: str, run: dict[str, Any] | None = None) -> dict[str, Any]:
     in `folder`; return the stats."""
     write_sizes(folder)
     stats = compute_stats(folder, run=run)
+    write_stats(folder, stats)
+    write_card(folder, stats)
+    return stats
+
+
+def write_summary(
+    folder: str, counts: FolderCounts, run: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Write sizes.json, stats.json and the card from counts a job merged as it committed its
+    files (no file is listed or reopened); return the stats."""
+    write_sizes(folder, dict(sorted(counts.sizes.items())))
+    stats = counts.stats(folder, run)
+    write_stats(folder, stats)
+    write_card(folder, stats)
+    return stats
+
+
+def add_run_info(folder: str, run: dict[str, Any]) -> dict[str, Any]:
+    """Add what only the launcher knows (the job's duration, its counters) to the stats.json a
+    job wrote, and rewrite it and the card: one file read, whatever the number of shards."""
+    fs, root = storage.filesystem(folder)
+    stats: dict[str, Any] = json.loads(fs.cat_file(storage.join(root, layout.STATS_FILE)))
+    stats["run"] = {**stats.get("run", {}), **run}
     write_stats(folder, stats)
     write_card(folder, stats)
     return stats
