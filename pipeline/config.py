@@ -1,6 +1,7 @@
 """One typed config object per pipeline job, loaded from YAML and overridden by CLI flags.
 
-    sources:   what to read (page URLs, WARC/WAT files, url+caption lists)
+    sources:   what to read (page URLs, WARC/WAT files, url+caption lists; any path may be a
+               glob, and WARC/WAT a Common Crawl `*.paths.gz` manifest)
     text:      caption cleaning and text filters (`pipeline.text.TextFilterConfig`)
     language:  fastText language ID and the languages kept (`pipeline.langid.LanguageConfig`)
     fetch:     the safe fetcher's caps and policies (`pipeline.fetch.FetchConfig`)
@@ -34,6 +35,7 @@ from pipeline.clip import ClipConfig
 from pipeline.fetch import FetchConfig
 from pipeline.image.config import ImageConfig
 from pipeline.langid import LanguageConfig
+from pipeline.sources.matching import COMMON_CRAWL_PREFIX
 from pipeline.text import TextFilterConfig
 
 __all__ = [
@@ -81,6 +83,9 @@ class SourcesConfig:
     wat: tuple[str, ...] = ()
     lists: tuple[ListSource, ...] = ()
     depth: int = 0  # follow same-site links this many hops from each page URL
+    # Where the relative lines of a Common Crawl `warc.paths.gz` / `wat.paths.gz` manifest
+    # live; "s3://commoncrawl/" reads the same files from S3 (with AWS credentials).
+    manifest_prefix: str = COMMON_CRAWL_PREFIX
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,7 +3,9 @@
 Every reader is a generator of `Record`s with `caption_source=LIST`, streaming the input
 (parquet in batches), so it runs inside one Beam worker on files of any size. A row that
 cannot be read becomes a record rejected with MALFORMED_ROW, keyed by its line (or row)
-number and raw text, so it is counted and findable, never dropped. A well-formed row with
+number and raw text, so it is counted and findable, never dropped. (The Beam path,
+`pipeline.sources.splittable`, reads byte ranges of line files and names a row by its byte
+offset instead: "byte 1234", `where` "list.tsv@1234".) A well-formed row with
 a non-http(s) URL is rejected INVALID_URL, one with an empty caption NO_CAPTION. Blank
 lines are not rows and are skipped. Duplicate rows are left to the dedupe stage.
 """
@@ -41,19 +43,27 @@ def malformed_row(
     problem: str,
     url: str = "",
     caption: str = "",
+    unit: str = "line",
 ) -> Record:
     """A rejected MALFORMED_ROW record, keyed by (origin, line number, raw text) so it is unique
-    within a file and the same on every rerun."""
+    within a file and the same on every rerun. `unit` "byte" names the row by its byte offset
+    (`line_no` is then that offset)."""
+    where = row_where(origin, line_no, unit)
     record = Record.candidate(
         source=source,
         url=url,
         caption=caption,
         caption_source=CaptionSource.LIST,
-        where=f"{origin}:{line_no}",
-        key=record_key(f"malformed:{origin}:{line_no}", raw),
+        where=where,
+        key=record_key(f"malformed:{where}", raw),
     )
     quoted = raw if len(raw) <= MAX_DETAIL_RAW_CHARS else raw[:MAX_DETAIL_RAW_CHARS] + "…"
-    return record.rejected(RejectReason.MALFORMED_ROW, f"line {line_no}: {problem}: {quoted!r}")
+    return record.rejected(RejectReason.MALFORMED_ROW, f"{unit} {line_no}: {problem}: {quoted!r}")
+
+
+def row_where(origin: str, position: int, unit: str = "line") -> str:
+    """Where a row was seen: "list.tsv:42" (line or row number), "list.tsv@1234" (byte offset)."""
+    return f"{origin}@{position}" if unit == "byte" else f"{origin}:{position}"
 
 
 def list_record(*, source: str, url: str, caption: str, where: str = "") -> Record:
@@ -92,25 +102,44 @@ def _decode_line(line: bytes | str, encoding: str) -> tuple[str, str | None]:
         return body.decode(encoding, "backslashreplace"), f"undecodable bytes ({error.reason})"
 
 
-def _row_fields(
-    src: SourceInput, *, source: str, encoding: str, num_fields: int
-) -> Iterator[tuple[int, str, list[str]] | Record]:
-    """Each tab-separated line as (line number, raw text, fields), or its MALFORMED_ROW reject."""
-    origin = source_name(src)
-    with open_source(src) as stream:
-        for line_no, line in enumerate(stream, start=1):
-            text, problem = _decode_line(line, encoding)
-            if problem is None and not text.strip():
-                continue
-            fields = text.split("\t")
-            if problem is None and len(fields) != num_fields:
-                problem = f"expected {num_fields} tab-separated fields, got {len(fields)}"
-            if problem is not None:
-                yield malformed_row(
-                    source=source, origin=origin, line_no=line_no, raw=text, problem=problem
-                )
-            else:
-                yield line_no, text, fields
+def tsv_pair_row(
+    line: bytes | str,
+    *,
+    source: str,
+    origin: str,
+    position: int,
+    url_field: int,
+    caption_field: int,
+    num_fields: int = 2,
+    encoding: str = "utf-8",
+    unit: str = "line",
+) -> Record | None:
+    """The record of one headerless TSV line (None for a blank line): a candidate, or its
+    MALFORMED_ROW / INVALID_URL / NO_CAPTION reject."""
+    text, problem = _decode_line(line, encoding)
+    if problem is None and not text.strip():
+        return None
+    fields = text.split("\t")
+    if problem is None and len(fields) != num_fields:
+        problem = f"expected {num_fields} tab-separated fields, got {len(fields)}"
+    if problem is not None:
+        return malformed_row(
+            source=source, origin=origin, line_no=position, raw=text, problem=problem, unit=unit
+        )
+    url, caption = fields[url_field], fields[caption_field]
+    if not url.strip():
+        return malformed_row(
+            source=source,
+            origin=origin,
+            line_no=position,
+            raw=text,
+            problem="empty url",
+            caption=caption,
+            unit=unit,
+        )
+    return list_record(
+        source=source, url=url, caption=caption, where=row_where(origin, position, unit)
+    )
 
 
 def read_tsv_pairs(
@@ -125,23 +154,20 @@ def read_tsv_pairs(
     """Records from a headerless TSV whose `url_field`-th and `caption_field`-th fields
     (0-based) are the URL and caption and which has exactly `num_fields` fields per line."""
     origin = source_name(src)
-    for row in _row_fields(src, source=source, encoding=encoding, num_fields=num_fields):
-        if isinstance(row, Record):
-            yield row
-            continue
-        line_no, text, fields = row
-        url, caption = fields[url_field], fields[caption_field]
-        if not url.strip():
-            yield malformed_row(
+    with open_source(src) as stream:
+        for line_no, line in enumerate(stream, start=1):
+            record = tsv_pair_row(
+                line,
                 source=source,
                 origin=origin,
-                line_no=line_no,
-                raw=text,
-                problem="empty url",
-                caption=caption,
+                position=line_no,
+                url_field=url_field,
+                caption_field=caption_field,
+                num_fields=num_fields,
+                encoding=encoding,
             )
-        else:
-            yield list_record(source=source, url=url, caption=caption, where=f"{origin}:{line_no}")
+            if record is not None:
+                yield record
 
 
 def read_conceptual_captions(
@@ -316,35 +342,60 @@ def read_jsonl(
     origin = source_name(src)
     with open_source(src) as stream:
         for line_no, line in enumerate(stream, start=1):
-            text, problem = _decode_line(line, encoding)
-            if problem is None and not text.strip():
-                continue
-            url = caption = None
-            if problem is None:
-                try:
-                    obj = json.loads(text)
-                except json.JSONDecodeError as error:
-                    problem = f"invalid JSON ({error.msg})"
-                else:
-                    if not isinstance(obj, dict):
-                        problem = f"expected a JSON object, got {type(obj).__name__}"
-                    else:
-                        url, caption = obj.get(url_column), obj.get(caption_column)
-                        problem = _pair_problem(url, caption, url_column, caption_column)
-            if problem is not None or not isinstance(url, str) or not isinstance(caption, str):
-                yield malformed_row(
-                    source=source,
-                    origin=origin,
-                    line_no=line_no,
-                    raw=text,
-                    problem=problem or "malformed row",
-                    url=url if isinstance(url, str) else "",
-                    caption=caption if isinstance(caption, str) else "",
-                )
+            record = jsonl_row(
+                line,
+                source=source,
+                origin=origin,
+                position=line_no,
+                url_column=url_column,
+                caption_column=caption_column,
+                encoding=encoding,
+            )
+            if record is not None:
+                yield record
+
+
+def jsonl_row(
+    line: bytes | str,
+    *,
+    source: str,
+    origin: str,
+    position: int,
+    url_column: str = "url",
+    caption_column: str = "caption",
+    encoding: str = "utf-8",
+    unit: str = "line",
+) -> Record | None:
+    """The record of one JSON Lines line (None for a blank line)."""
+    text, problem = _decode_line(line, encoding)
+    if problem is None and not text.strip():
+        return None
+    url = caption = None
+    if problem is None:
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as error:
+            problem = f"invalid JSON ({error.msg})"
+        else:
+            if not isinstance(obj, dict):
+                problem = f"expected a JSON object, got {type(obj).__name__}"
             else:
-                yield list_record(
-                    source=source, url=url, caption=caption, where=f"{origin}:{line_no}"
-                )
+                url, caption = obj.get(url_column), obj.get(caption_column)
+                problem = _pair_problem(url, caption, url_column, caption_column)
+    if problem is not None or not isinstance(url, str) or not isinstance(caption, str):
+        return malformed_row(
+            source=source,
+            origin=origin,
+            line_no=position,
+            raw=text,
+            problem=problem or "malformed row",
+            url=url if isinstance(url, str) else "",
+            caption=caption if isinstance(caption, str) else "",
+            unit=unit,
+        )
+    return list_record(
+        source=source, url=url, caption=caption, where=row_where(origin, position, unit)
+    )
 
 
 def _pair_problem(url: Any, caption: Any, url_column: str, caption_column: str) -> str | None:
@@ -368,7 +419,7 @@ def _as_text(value: Any) -> Any:
 
 
 @contextlib.contextmanager
-def _open_parquet(src: SourceInput) -> Iterator[pq.ParquetFile]:
+def open_parquet(src: SourceInput) -> Iterator[pq.ParquetFile]:
     """A path is opened by path through pyarrow's filesystem (see `lait.dataset.storage`: a
     Python file object under Arrow's threads can abort the process at exit); a stream given
     open is read as it is."""
@@ -395,38 +446,63 @@ def read_parquet(
     lacks one of the columns.
     """
     origin = source_name(src)
-    with _open_parquet(src) as parquet:
-        names = parquet.schema_arrow.names
-        missing = [c for c in (url_column, caption_column) if c not in names]
-        if missing:
-            raise SourceFormatError(
-                f"{origin or 'parquet file'} has no column {missing[0]!r}; its columns are "
-                f"{names}. Set url_column / caption_column to the right names."
-            )
-        row_no = 0
-        for batch in parquet.iter_batches(
-            batch_size=batch_size, columns=[url_column, caption_column]
-        ):
-            urls = batch.column(url_column).to_pylist()
-            captions = batch.column(caption_column).to_pylist()
-            for url, caption in zip(urls, captions, strict=True):
-                row_no += 1
-                url, caption = _as_text(url), _as_text(caption)
-                problem = _pair_problem(url, caption, url_column, caption_column)
-                if problem is not None:
-                    yield malformed_row(
-                        source=source,
-                        origin=origin,
-                        line_no=row_no,
-                        raw=repr((url, caption)),
-                        problem=problem,
-                        url=url if isinstance(url, str) else "",
-                        caption=caption if isinstance(caption, str) else "",
-                    )
-                else:
-                    yield list_record(
-                        source=source, url=url, caption=caption, where=f"{origin}:{row_no}"
-                    )
+    with open_parquet(src) as parquet:
+        yield from parquet_rows(
+            parquet,
+            source=source,
+            origin=origin,
+            url_column=url_column,
+            caption_column=caption_column,
+            batch_size=batch_size,
+        )
+
+
+def parquet_rows(
+    parquet: pq.ParquetFile,
+    *,
+    source: str,
+    origin: str,
+    url_column: str = "url",
+    caption_column: str = "caption",
+    batch_size: int = 8192,
+    row_groups: range | None = None,
+) -> Iterator[Record]:
+    """The records of an open parquet file's `row_groups` (default: all), rows numbered from 1
+    across the whole file, so a row has the same number whichever group range reads it."""
+    names = parquet.schema_arrow.names
+    missing = [c for c in (url_column, caption_column) if c not in names]
+    if missing:
+        raise SourceFormatError(
+            f"{origin or 'parquet file'} has no column {missing[0]!r}; its columns are "
+            f"{names}. Set url_column / caption_column to the right names."
+        )
+    groups = range(parquet.num_row_groups) if row_groups is None else row_groups
+    if not groups:
+        return
+    row_no = sum(parquet.metadata.row_group(i).num_rows for i in range(groups.start))
+    for batch in parquet.iter_batches(
+        batch_size=batch_size, columns=[url_column, caption_column], row_groups=list(groups)
+    ):
+        urls = batch.column(url_column).to_pylist()
+        captions = batch.column(caption_column).to_pylist()
+        for url, caption in zip(urls, captions, strict=True):
+            row_no += 1
+            url, caption = _as_text(url), _as_text(caption)
+            problem = _pair_problem(url, caption, url_column, caption_column)
+            if problem is not None:
+                yield malformed_row(
+                    source=source,
+                    origin=origin,
+                    line_no=row_no,
+                    raw=repr((url, caption)),
+                    problem=problem,
+                    url=url if isinstance(url, str) else "",
+                    caption=caption if isinstance(caption, str) else "",
+                )
+            else:
+                yield list_record(
+                    source=source, url=url, caption=caption, where=f"{origin}:{row_no}"
+                )
 
 
 def table_format(path: str) -> str:
