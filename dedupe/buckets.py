@@ -1,8 +1,9 @@
 """Inside one LSH bucket: which members are close, as a spanning forest of edges.
 
-A bucket of m members is compared all-pairs, block by block (bounded memory), and only the
-edges that join two not-yet-joined members are emitted (at most m - 1), so a bucket of a
-thousand copies of one image yields a thousand edges, not half a million.
+A bucket of m members is compared all-pairs, block by block, and only a spanning forest of
+the close pairs is emitted (at most m - 1 edges), so a bucket of a thousand copies of one
+image yields a thousand edges, not half a million. Buckets reach this only up to
+`DedupeConfig.bucket_cap` members (see dedupe/perceptual.py for the hot ones).
 """
 
 from __future__ import annotations
@@ -10,45 +11,38 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import minimum_spanning_tree
 
 CloseFn = Callable[[slice, slice], np.ndarray]
 """close(rows, cols) -> bool matrix: whether member rows[i] is close to member cols[j]."""
 
 
-class UnionFind:
-    """Disjoint sets over 0..n-1 with path halving."""
-
-    def __init__(self, n: int) -> None:
-        self.parent = list(range(n))
-
-    def find(self, i: int) -> int:
-        parent = self.parent
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    def union(self, i: int, j: int) -> bool:
-        """Join the sets of i and j; False if they were already one."""
-        a, b = self.find(i), self.find(j)
-        if a == b:
-            return False
-        self.parent[max(a, b)] = min(a, b)
-        return True
-
-
 def spanning_edges(n: int, close: CloseFn, block: int) -> Iterator[tuple[int, int]]:
-    """(i, j) pairs, i < j, forming a spanning forest of the "close" graph on n members."""
-    forest = UnionFind(n)
+    """(i, j) pairs, i < j, forming a spanning forest of the "close" graph on n members.
+
+    The close pairs are found block by block in numpy and the forest is taken in C
+    (scipy's minimum spanning tree of the unit-weight graph): no Python loop over pairs, so
+    a bucket whose members are all close to each other costs numpy time, not m^2 / 2 steps.
+    """
+    rows_found, cols_found = [], []
     for start in range(0, n, block):
         rows = slice(start, min(n, start + block))
         for col_start in range(start, n, block):
             cols = slice(col_start, min(n, col_start + block))
-            matrix = close(rows, cols)
-            ii, jj = np.nonzero(matrix)
-            for i, j in zip((ii + rows.start).tolist(), (jj + cols.start).tolist(), strict=True):
-                if i < j and forest.union(i, j):
-                    yield i, j
+            ii, jj = np.nonzero(close(rows, cols))
+            ii, jj = ii + rows.start, jj + cols.start
+            upper = ii < jj
+            rows_found.append(ii[upper].astype(np.int32))
+            cols_found.append(jj[upper].astype(np.int32))
+    ii, jj = np.concatenate(rows_found), np.concatenate(cols_found)
+    if len(ii) == 0:
+        return
+    graph = coo_matrix((np.ones(len(ii), dtype=np.float32), (ii, jj)), shape=(n, n))
+    forest = minimum_spanning_tree(graph.tocsr()).tocoo()
+    pairs = sorted(zip(forest.row.tolist(), forest.col.tolist(), strict=True))
+    for i, j in pairs:
+        yield (i, j) if i < j else (j, i)
 
 
 def hamming_close(

@@ -52,6 +52,12 @@ class DedupeConfig:
     component_rounds: int = 6
     # biggest bucket compared all-pairs in one block (bigger ones are compared block-wise)
     block_size: int = 2048
+    # hot keys: an LSH bucket with more members than `bucket_cap` is never compared all-pairs
+    # (each member is compared with the bucket's `bucket_leaders` most-copied members); an
+    # exact value or a graph node with more than `bucket_cap` is decided through a side input
+    # of the hot ones instead of a GroupByKey (see dedupe/stages.py, dedupe/perceptual.py)
+    bucket_cap: int = 2048
+    bucket_leaders: int = 64
 
     def __post_init__(self) -> None:
         if not 1 <= self.phash_bands <= 64:
@@ -62,3 +68,5 @@ class DedupeConfig:
             raise ValueError("caption_threshold must be in (0, 1], semantic_threshold in [-1, 1]")
         if self.component_rounds < 1:
             raise ValueError("component_rounds must be >= 1")
+        if self.bucket_cap < 2 or self.bucket_leaders < 1:
+            raise ValueError("bucket_cap must be >= 2 and bucket_leaders >= 1")

@@ -1,38 +1,63 @@
 """Perceptual near-duplicates: LSH banding of the 64-bit pHash, checked pair by pair.
 
 A pHash is cut into `bands` bit ranges; records that share any range's value meet in one
-GroupByKey bucket, and inside it every pair within `threshold` bits (and the colour check)
-becomes an edge. Two hashes within `bands - 1` bits always share a band; farther pairs meet
-with a probability that falls with distance (see `bench/dedupe_scale.py` for the measured recall).
+bucket, and inside it every pair within `threshold` bits (and the colour check) becomes an
+edge. Two hashes within `bands - 1` bits always share a band; farther pairs meet with a
+probability that falls with distance (see `bench/dedupe_scale.py` for the measured recall).
+
+Identical images are collapsed before this (`Deduplicate`'s "SamePhash" exact stage), so a
+million copies of a white picture arrive as one profile whose `copies` says a million.
+
+Buckets are sized first (a count per band value, a combiner). A bucket of at most `cap`
+members is compared all-pairs, block by block. A bigger ("hot") bucket never is: its
+`leaders` most-copied members (ties: best rank) are picked by a combiner (Top-N per bucket,
+exact and mergeable), reach the workers as a side input (only hot buckets' leaders), and
+every other member of the bucket is compared with those leaders alone and joined to the
+first one it is close to: `leaders` comparisons per member, linear in the bucket. Leaders are
+compared all-pairs among themselves. A member close to no leader stays unjoined in that
+bucket (it may still meet its duplicates in its other bands' buckets) and is counted as
+`dedupe.hot_bucket_unmatched`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.metrics import Metrics
 
 from dedupe.buckets import hamming_close, spanning_edges, thumbnail_matrix
+from dedupe.config import DedupeConfig
 from dedupe.fingerprint import band_values
 from dedupe.profile import Profile, Rank
+from dedupe.stages import ExactStage, SimilarityStage
+from lait.record import RejectReason
+from pipeline.outcomes import NAMESPACE
 
-Member = tuple[Rank, int, bytes | None]
+Member = tuple[Rank, int, bytes | None, int]
+"""(rank, pHash, colour thumbnail, copies) of a profile in a bucket."""
+Band = tuple[int, int]
+ScoredEdge = tuple[Rank, Rank, int]
+"""Two ranks and the Hamming bits between their pHashes."""
+
+DEFAULT_LEADERS = 64
 
 
-def band_members(profile: Profile, bands: int) -> Iterator[tuple[tuple[int, int], Member]]:
+def band_members(profile: Profile, bands: int) -> Iterator[tuple[Band, Member]]:
     """One (band key, member) per band of a profile's pHash."""
     if profile.phash is None:
         return
-    member = (profile.rank, profile.phash, profile.thumbnail)
+    member = (profile.rank, profile.phash, profile.thumbnail, profile.copies)
     for band in band_values(profile.phash, bands):
         yield band, member
 
 
 def bucket_edges(
     members: list[Member], threshold: int, colour_threshold: float | None, block: int
-) -> Iterator[tuple[Rank, Rank]]:
-    """Spanning edges among one bucket's members that are close."""
+) -> Iterator[ScoredEdge]:
+    """Spanning edges among one bucket's members that are close, with their Hamming bits."""
     if len(members) < 2:
         return
     members = sorted(members, key=lambda m: m[0])
@@ -40,30 +65,176 @@ def bucket_edges(
     thumbnails = thumbnail_matrix([m[2] for m in members])
     close = hamming_close(hashes, threshold, thumbnails, colour_threshold)
     for i, j in spanning_edges(len(members), close, block):
-        yield members[i][0], members[j][0]
+        yield members[i][0], members[j][0], (members[i][1] ^ members[j][1]).bit_count()
+
+
+def leader_order(member: Member) -> tuple[int, Rank]:
+    """Leaders of a hot bucket: most copies first, then the keep policy's order."""
+    return -member[3], member[0]
+
+
+def _hot_bucket_sizes(element: tuple[Band, int], cap: int) -> Iterator[tuple[Band, int]]:
+    if element[1] > cap:
+        Metrics.counter(NAMESPACE, "dedupe.hot_buckets").inc()
+        yield element
+
+
+def _hot_or_cold(element: tuple[Band, Member], hot: dict[Band, int]) -> Iterator[Any]:
+    if element[0] in hot:
+        yield beam.pvalue.TaggedOutput("hot", element)
+    else:
+        yield element
+
+
+class _JoinLeader(beam.DoFn):
+    """A hot bucket's member → an edge to the first of its bucket's leaders it is close to."""
+
+    def __init__(self, threshold: int, colour_threshold: float | None) -> None:
+        self.threshold = threshold
+        self.colour_threshold = colour_threshold
+        self._arrays: dict[Band, tuple[list[Rank], np.ndarray, np.ndarray | None]] = {}
+        self._source: int | None = None
+
+    def _leaders(
+        self, band: Band, leaders: dict[Band, list[Member]]
+    ) -> tuple[list[Rank], np.ndarray, np.ndarray | None]:
+        if self._source != id(leaders):  # a new side input: forget the arrays of the old one
+            self._arrays, self._source = {}, id(leaders)
+        arrays = self._arrays.get(band)
+        if arrays is None:
+            chosen = leaders.get(band, [])
+            arrays = (
+                [m[0] for m in chosen],
+                np.array([m[1] for m in chosen], dtype=np.uint64),
+                thumbnail_matrix([m[2] for m in chosen]),
+            )
+            self._arrays[band] = arrays
+        return arrays
+
+    def process(
+        self, element: tuple[Band, Member], leaders: dict[Band, list[Member]]
+    ) -> Iterator[ScoredEdge]:
+        band, (rank, phash, thumbnail, _) = element
+        ranks, hashes, thumbnails = self._leaders(band, leaders)
+        if rank in ranks:
+            return  # a leader: joined to the other leaders by `_leader_edges`
+        distance = np.bitwise_count(hashes ^ np.uint64(phash))
+        close = distance <= self.threshold
+        if self.colour_threshold is not None and thumbnails is not None and thumbnail is not None:
+            mine = np.frombuffer(thumbnail, dtype=np.uint8).astype(np.int16)
+            colour = np.abs(thumbnails - mine).mean(axis=1)
+            close &= (thumbnails[:, 0] < 0) | (colour <= self.colour_threshold)
+        hits = np.flatnonzero(close)
+        if len(hits) == 0:
+            Metrics.counter(NAMESPACE, "dedupe.hot_bucket_unmatched").inc()
+            return
+        first = int(hits[0])
+        yield ranks[first], rank, int(distance[first])
 
 
 class PerceptualEdges(beam.PTransform):
-    """Profiles → edges (Rank, Rank) between near-duplicate images."""
+    """Profiles → edges (Rank, Rank, Hamming bits) between near-duplicate images."""
 
     def __init__(
-        self, threshold: int, bands: int, colour_threshold: float | None, block: int = 2048
+        self,
+        threshold: int,
+        bands: int,
+        colour_threshold: float | None,
+        block: int = 2048,
+        cap: int = 2048,
+        leaders: int = DEFAULT_LEADERS,
     ) -> None:
         super().__init__()
         self.threshold = threshold
         self.bands = bands
         self.colour_threshold = colour_threshold
         self.block = block
+        self.cap = cap
+        self.leaders = leaders
 
     def expand(self, profiles: beam.PCollection) -> beam.PCollection:
         threshold, colour, block = self.threshold, self.colour_threshold, self.block
 
-        def edges(element: tuple[tuple[int, int], Iterable[Member]]) -> Iterator[tuple[Rank, Rank]]:
+        def edges(element: tuple[Band, Iterable[Member]]) -> Iterator[ScoredEdge]:
             return bucket_edges(list(element[1]), threshold, colour, block)
 
-        return (
-            profiles
-            | "Bands" >> beam.FlatMap(band_members, self.bands)
-            | "Buckets" >> beam.GroupByKey()
-            | "CloseInBucket" >> beam.FlatMap(edges)
+        members = profiles | "Bands" >> beam.FlatMap(band_members, self.bands)
+        hot = (
+            members
+            | "Ones" >> beam.Map(lambda bm: (bm[0], 1))
+            | "BucketSizes" >> beam.CombinePerKey(sum)
+            | "HotBuckets" >> beam.FlatMap(_hot_bucket_sizes, self.cap)
         )
+        split = members | "HotOrCold" >> beam.FlatMap(
+            _hot_or_cold, beam.pvalue.AsDict(hot)
+        ).with_outputs("hot", main="cold")
+        cold = split.cold | "Buckets" >> beam.GroupByKey() | "CloseInBucket" >> beam.FlatMap(edges)
+        leaders = split.hot | "Leaders" >> beam.combiners.Top.PerKey(
+            self.leaders, key=leader_order, reverse=True
+        )
+        among_leaders = leaders | "CloseAmongLeaders" >> beam.FlatMap(edges)
+        to_leaders = split.hot | "CloseToLeader" >> beam.ParDo(
+            _JoinLeader(threshold, colour), beam.pvalue.AsDict(leaders)
+        )
+        return (cold, among_leaders, to_leaders) | "AllEdges" >> beam.Flatten()
+
+
+def perceptual_identity(colour_threshold: float | None) -> Any:
+    """value(profile) for collapsing identical images before banding: the pHash, and the
+    colour thumbnail quantised in steps of floor(colour_threshold) + 1, so two profiles with
+    one value differ by at most floor(colour_threshold) on every thumbnail byte and would
+    pass the pairwise colour check anyway. Profiles without a thumbnail form their own
+    values (they meet the others in the buckets, where the pHash alone decides)."""
+    step = None if colour_threshold is None else int(colour_threshold) + 1
+
+    def identity(profile: Profile) -> tuple[int, bytes | None] | None:
+        if profile.phash is None:
+            return None
+        if step is None or profile.thumbnail is None:
+            return profile.phash, None
+        thumbnail = np.frombuffer(profile.thumbnail, dtype=np.uint8) // step
+        return profile.phash, thumbnail.astype(np.uint8).tobytes()
+
+    return identity
+
+
+class PerceptualStage(beam.PTransform):
+    """Profiles → (survivors, decisions) of the perceptual stage: identical pHashes collapsed
+    by a combiner ("SamePhash"), then near ones through LSH buckets and clusters ("NearImage").
+    """
+
+    def __init__(self, config: DedupeConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def expand(self, profiles: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
+        config, cap = self.config, self.config.bucket_cap
+        colour = (
+            f", colour within {config.colour_threshold}"
+            if config.colour_threshold is not None
+            else ""
+        )
+        profiles, same = profiles | "SamePhash" >> ExactStage(
+            perceptual_identity(config.colour_threshold),
+            RejectReason.DUPLICATE_PERCEPTUAL,
+            f"near-duplicate image (same pHash{colour})",
+            cap,
+        )
+        edges = PerceptualEdges(
+            config.phash_threshold,
+            config.phash_bands,
+            config.colour_threshold,
+            config.block_size,
+            cap,
+            config.bucket_leaders,
+        )
+        survivors, near = profiles | "NearImage" >> SimilarityStage(
+            edges,
+            RejectReason.DUPLICATE_PERCEPTUAL,
+            f"near-duplicate image (pHash within {config.phash_threshold} bits{colour})",
+            config.component_rounds,
+            limit=config.phash_threshold,
+            higher_is_closer=False,
+            hub_degree=cap,
+        )
+        return survivors, (same, near) | "Decisions" >> beam.Flatten()

@@ -49,6 +49,8 @@ class Profile:
     clip_score: float | None = None
     pixels: int = 0
     tiebreak: tuple[str, str, str] = ("", "", "")
+    # how many profiles this one stands for once an exact stage collapsed its copies onto it
+    copies: int = 1
 
     @property
     def rank(self) -> Rank:

@@ -15,9 +15,9 @@ from apache_beam.metrics import Metrics
 
 from dedupe.caption import CaptionEdges
 from dedupe.config import DedupeConfig
-from dedupe.decisions import Decision
+from dedupe.decisions import Decision, decision_order
 from dedupe.decontaminate import ContaminationDecisions, EvalFingerprints, EvalImage
-from dedupe.perceptual import PerceptualEdges
+from dedupe.perceptual import PerceptualStage
 from dedupe.profile import best_profile, profile_of, record_order
 from dedupe.semantic import SemanticEdges
 from dedupe.stages import ExactStage, SimilarityStage, WithoutDecided
@@ -40,7 +40,7 @@ def settle(element: tuple[str, dict[str, list[Any]]], collapse_keys: bool) -> It
     """
     key, joined = element
     records = sorted(joined["record"], key=record_order)
-    decisions: list[Decision] = sorted(joined["decision"])
+    decisions: list[Decision] = sorted(joined["decision"], key=decision_order)
     if collapse_keys:
         for duplicate in records[1:]:
             Metrics.counter(NAMESPACE, f"dedupe.{RejectReason.DUPLICATE_URL_CAPTION}").inc()
@@ -52,7 +52,13 @@ def settle(element: tuple[str, dict[str, list[Any]]], collapse_keys: bool) -> It
         if decisions:
             decision = decisions[0]
             Metrics.counter(NAMESPACE, f"dedupe.{decision.reason}").inc()
-            yield record.rejected(decision.reason, decision.detail, duplicate_of=decision.survivor)
+            yield record.rejected(
+                decision.reason,
+                decision.detail,
+                duplicate_of=decision.survivor,
+                value=decision.value,
+                limit=decision.limit,
+            )
         else:
             yield record
 
@@ -102,37 +108,22 @@ class Deduplicate(beam.PTransform):
             )
             decisions.append(contaminated)
             profiles = profiles | "NotContaminated" >> WithoutDecided(contaminated)
+        cap = config.bucket_cap
         if config.url:
             profiles, dropped = profiles | "SameUrl" >> ExactStage(
-                lambda p: p.url or None, RejectReason.DUPLICATE_URL, "same image url"
+                lambda p: p.url or None, RejectReason.DUPLICATE_URL, "same image url", cap
             )
             decisions.append(dropped)
         if config.sha256:
             profiles, dropped = profiles | "SameBytes" >> ExactStage(
-                lambda p: p.sha256, RejectReason.DUPLICATE_EXACT, "same image bytes (sha256)"
+                lambda p: p.sha256, RejectReason.DUPLICATE_EXACT, "same image bytes (sha256)", cap
             )
             decisions.append(dropped)
         if config.perceptual:
-            colour = (
-                f", colour within {config.colour_threshold}"
-                if config.colour_threshold is not None
-                else ""
-            )
-            edges: beam.PTransform = PerceptualEdges(
-                config.phash_threshold,
-                config.phash_bands,
-                config.colour_threshold,
-                config.block_size,
-            )
-            profiles, dropped = profiles | "NearImage" >> SimilarityStage(
-                edges,
-                RejectReason.DUPLICATE_PERCEPTUAL,
-                f"near-duplicate image (pHash within {config.phash_threshold} bits{colour})",
-                config.component_rounds,
-            )
+            profiles, dropped = profiles | "Perceptual" >> PerceptualStage(config)
             decisions.append(dropped)
         if config.caption:
-            edges = CaptionEdges(
+            edges: beam.PTransform = CaptionEdges(
                 config.caption_threshold,
                 config.caption_shingle_words,
                 config.caption_min_words,
@@ -144,6 +135,8 @@ class Deduplicate(beam.PTransform):
                 RejectReason.DUPLICATE_CAPTION,
                 f"near-duplicate caption (Jaccard >= {config.caption_threshold})",
                 config.component_rounds,
+                limit=config.caption_threshold,
+                hub_degree=cap,
             )
             decisions.append(dropped)
         if config.semantic:
@@ -161,6 +154,8 @@ class Deduplicate(beam.PTransform):
                 RejectReason.DUPLICATE_SEMANTIC,
                 f"semantic duplicate (cosine >= {config.semantic_threshold})",
                 config.component_rounds,
+                limit=config.semantic_threshold,
+                hub_degree=cap,
             )
             decisions.append(dropped)
 
