@@ -12,6 +12,11 @@ Layout of `out_dir`:
     01-web/summary.json            losses, throughput, corrupt samples, held-out metrics
     01-web/log.jsonl, tb/          per-step logs
     summary.json                   all stages and the final checkpoint
+
+`out_dir` may be a bucket folder (gs://, s3://): the run then trains in a local working copy
+and publishes to the bucket (`pretrain.run_folder`), each checkpoint as
+`01-web/checkpoints/step-N/` made visible by its `COMPLETE` marker; a rerun resumes from the
+latest complete one.
 """
 
 from __future__ import annotations
@@ -39,7 +44,6 @@ from pretrain.checkpoint import (
     MODEL_DIR,
     find_checkpoint,
     load_state,
-    require_local_run_folder,
     restore_rng_state,
     rng_state,
     save_checkpoint,
@@ -56,6 +60,7 @@ from pretrain.model import ImageBertForPreTraining, init_text_from_bert
 from pretrain.objectives.soft_mask import non_content_ids
 from pretrain.plan import Plan, StagePlan, load_plan
 from pretrain.regions import RegionSource, build_region_source
+from pretrain.run_folder import LOG_FILE, TENSORBOARD_DIR, RunFolder
 from pretrain.text import load_tokenizer
 
 FINAL_DIR = "final"
@@ -229,11 +234,11 @@ class _Log:
         if not enabled:
             return
         folder.mkdir(parents=True, exist_ok=True)
-        self.file = open(folder / "log.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        self.file = open(folder / LOG_FILE, "a", encoding="utf-8")  # noqa: SIM115
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(folder / "tb"))
+            self.writer = SummaryWriter(str(folder / TENSORBOARD_DIR))
         except ImportError:
             self.writer = None  # tensorboard is optional; the JSONL log has the same numbers
 
@@ -245,6 +250,11 @@ class _Log:
         if self.writer is not None:
             for key, value in values.items():
                 self.writer.add_scalar(key, value, step)
+
+    def flush(self) -> None:
+        """Everything logged so far on disk (before the logs are published)."""
+        if self.writer is not None:
+            self.writer.flush()
 
     def close(self) -> None:
         if self.file is not None:
@@ -265,8 +275,13 @@ def train_stage(
     resume: bool = True,
     progress: bool = True,
     stop_after_steps: int | None = None,
+    on_checkpoint: Callable[[Path, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Train one stage; return its summary. Resumes from `stage_dir/checkpoint` if present."""
+    """Train one stage; return its summary. Resumes from `stage_dir/checkpoint` if present.
+
+    `on_checkpoint(folder, step)` runs on the main rank after each checkpoint is saved, with
+    the logs flushed, while the other ranks wait (a bucket run publishes it there).
+    """
     stage = plan.stages[index]
     device = pick_device(distributed)
     seed = plan.seed + 1000 * index + distributed.rank
@@ -306,6 +321,7 @@ def train_stage(
         )
         corrupt_before = state.get("corrupt", 0)
         progress_before = state.get("progress", {})
+    resumed_from = step if state is not None else None
 
     workers = max(1, plan.num_workers)
     collator = PretrainCollator(
@@ -352,6 +368,12 @@ def train_stage(
     samples_done = 0
     history: list[dict[str, float]] = list(progress_before.get("tail", []))
     first: dict[str, float] = progress_before.get("first", {})
+
+    def publish(folder: Path, saved_step: int) -> None:
+        if on_checkpoint is not None:
+            log.flush()
+            on_checkpoint(folder, saved_step)
+
     try:
         while step < stage.steps:
             values: dict[str, float] = defaultdict(float)
@@ -444,6 +466,7 @@ def train_stage(
                         "samples": progress_before.get("samples", 0) + samples_done,
                         "seconds": progress_before.get("seconds", 0.0) + time.monotonic() - started,
                     },
+                    publish,
                 )
             if stop_after_steps is not None and step >= stop_after_steps and step < stage.steps:
                 raise StopTraining(f"stopped after step {step} as asked")
@@ -468,6 +491,8 @@ def train_stage(
         if history
         else {},
     }
+    if resumed_from is not None:
+        summary["resumed_from_step"] = resumed_from
     if distributed.is_main:
         final = stage_dir / FINAL_DIR
         model.save_pretrained(final)
@@ -496,6 +521,7 @@ def _save(
     corrupt: int,
     distributed: Distributed,
     progress: dict[str, Any],
+    publish: Callable[[Path, int], None],
 ) -> None:
     mine = {
         "rng": rng_state(generator),
@@ -518,8 +544,9 @@ def _save(
             "plan": plan.to_dict(),
         }
         save_checkpoint(folder, model, state)
-    if distributed.world_size > 1:
-        dist.barrier()
+        publish(folder, step)
+    # The long-timeout group: publishing to a bucket may outlast a collective's timeout.
+    distributed.wait_for_main()
 
 
 def stage_dir_name(index: int, stage: StagePlan) -> str:
@@ -549,37 +576,98 @@ def run_plan(
     plan (`result["final_eval"]`); `evaluate_untrained` does the same for the untrained stage-1
     model (`result["untrained_eval"]`), the baseline `lait demo` prints beside it.
     """
-    require_local_run_folder(out_dir)  # before any work
-    plan = load_plan(plan_path_or_obj, overrides)
+    run = RunFolder(out_dir)
+    try:
+        if int(os.environ.get("RANK", "0")) == 0:
+            run.check()  # before any work: no such bucket, no credentials, no permission
+        plan = load_plan(plan_path_or_obj, overrides)
+        return _run_stages(
+            plan,
+            run,
+            resume=resume,
+            progress=progress,
+            region_source=region_source,
+            stop_after_steps=stop_after_steps,
+            evaluate_stages=evaluate_stages,
+            final_eval=final_eval,
+            evaluate_untrained=evaluate_untrained,
+        )
+    finally:
+        run.close()
+
+
+def _run_stages(
+    plan: Plan,
+    run: RunFolder,
+    *,
+    resume: bool,
+    progress: bool,
+    region_source: RegionSource | None,
+    stop_after_steps: int | None,
+    evaluate_stages: bool | None,
+    final_eval: bool,
+    evaluate_untrained: bool,
+) -> dict[str, Any]:
+    """`run_plan`'s work, into `run.local` (and published to a bucket run folder)."""
     distributed = setup_distributed()
     if plan.cpu_threads and not torch.cuda.is_available():
         torch.set_num_threads(plan.cpu_threads)
-    out = Path(out_dir)
+    out = run.local
     if distributed.is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "plan.yaml").write_text(yaml.safe_dump(plan.to_dict(), sort_keys=False))
+        run.publish("plan.yaml")
     device = pick_device(distributed)
     regions = region_source or build_region_source(plan.regions, device=str(device))
     tokenizer = load_tokenizer(plan.text_model if plan.text_model != "none" else "default")
+
+    def local_final(name: str | None) -> str | None:
+        """A stage's final/ on this machine (downloaded from a bucket run on first use)."""
+        if name is None:
+            return None
+        if not (out / name / FINAL_DIR).is_dir():
+            run.fetch(name, FINAL_DIR)
+        return str(out / name / FINAL_DIR)
+
+    def publish_logs(name: str) -> None:
+        run.publish(name, LOG_FILE)
+        run.publish(name, TENSORBOARD_DIR)
+
     summaries: list[dict[str, Any]] = []
-    previous: str | None = None
+    previous: str | None = None  # the name of the last stage's folder
     for index, stage in enumerate(plan.stages):
-        stage_dir = out / stage_dir_name(index, stage)
+        name = stage_dir_name(index, stage)
+        stage_dir = out / name
         summary_file = stage_dir / "summary.json"
-        if resume and summary_file.exists() and (stage_dir / FINAL_DIR).is_dir():
+        if resume and run.exists(name, "summary.json") and run.exists(name, FINAL_DIR):
+            run.fetch(name, "summary.json")
             summary = json.loads(summary_file.read_text())
         else:
+            if run.is_remote and resume:
+                # Every rank reads the checkpoint; the main rank appends to the logs.
+                found = run.fetch_checkpoint(name, stage_dir / CHECKPOINT_DIR)
+                if found is not None and distributed.is_main:
+                    run.fetch(name, LOG_FILE)
+                    run.fetch(name, TENSORBOARD_DIR)
+            elif run.is_remote and distributed.is_main:
+                run.delete_checkpoints(name)  # from scratch: a later rerun must not resume them
+
+            def on_checkpoint(folder: Path, step: int, name: str = name) -> None:
+                publish_logs(name)  # the logs as far as the checkpoint, then the checkpoint
+                run.publish_checkpoint(name, folder, step)
+
             summary = train_stage(
                 plan,
                 index,
                 stage_dir,
-                init_from=previous,
+                init_from=local_final(previous),
                 regions=regions,
                 tokenizer=tokenizer,
                 distributed=distributed,
                 resume=resume,
                 progress=progress,
                 stop_after_steps=stop_after_steps,
+                on_checkpoint=on_checkpoint if run.is_remote else None,
             )
             run_eval = (
                 plan.evaluate.after_each_stage if evaluate_stages is None else evaluate_stages
@@ -598,16 +686,21 @@ def run_plan(
                     device=str(device),
                 )
             if distributed.is_main:
+                summary["checkpoint"] = run.url(name, FINAL_DIR)
                 summary_file.write_text(json.dumps(summary, indent=2))
+                publish_logs(name)
+                run.publish(name, FINAL_DIR)
+                run.publish(name, "summary.json")  # last: the stage counts as done from here
             distributed.wait_for_main()  # rank 0 evaluated; no collective timed out meanwhile
         summaries.append(summary)
-        previous = str(stage_dir / FINAL_DIR)
+        previous = name
     result: dict[str, Any] = {
         "plan": plan.name,
-        "out_dir": str(out),
+        "out_dir": run.url(),
         "stages": summaries,
-        "final": previous,
+        "final": None if previous is None else run.url(previous, FINAL_DIR),
     }
+    last = local_final(previous) if distributed.is_main else None
     if distributed.is_main and (final_eval or evaluate_untrained):
         from pretrain.evaluate import evaluate
 
@@ -621,19 +714,19 @@ def run_plan(
             "batch_size": plan.evaluate.batch_size,
             "device": str(device),
         }
-        if final_eval and previous is not None:
-            result["final_eval"] = evaluate(previous, folders, **options)
+        if final_eval and last is not None:
+            result["final_eval"] = evaluate(last, folders, **options)
             narrated = list(
                 dict.fromkeys(
                     (s.path, s.narratives) for st in plan.stages for s in st.sources if s.narratives
                 )
             )
-            if narrated and ImageBertConfig.from_pretrained(previous).grounding_head:
+            if narrated and ImageBertConfig.from_pretrained(last).grounding_head:
                 from pretrain.grounding import evaluate_grounding
 
                 try:
                     result["grounding_eval"] = evaluate_grounding(
-                        previous,
+                        last,
                         narrated,
                         holdout=plan.holdout,
                         region_source=regions,
@@ -652,5 +745,6 @@ def run_plan(
             )
     if distributed.is_main:
         (out / "summary.json").write_text(json.dumps(result, indent=2))
+        run.publish("summary.json")
     distributed.wait_for_main()
     return result

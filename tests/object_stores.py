@@ -9,22 +9,32 @@
 
 Each server starts on a free loopback port; `ObjectStore.env` is what a process (or a
 `monkeypatch`) sets so fsspec talks to it. `loopback_only` makes any attempt to resolve or
-connect to another address fail loudly, so a test proves nothing left the machine.
+connect to another address fail loudly, so a test proves nothing left the machine; the
+environment also points Google's metadata server at a closed loopback port and turns AWS's
+off, for processes the tests start (where `loopback_only` does not reach).
+
+The pytest fixtures `server` (one per scheme, per module) and `store` (that server, set in the
+environment for one test) are imported by the test modules that use them; `denying_server`
+answers every request 403 AccessDenied, as a store does for an account without permission.
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.server
 import ipaddress
+import json
 import logging
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
+import pytest
 
 
 @dataclass
@@ -36,6 +46,7 @@ class ObjectStore:
     endpoint: str
     env: dict[str, str] = field(default_factory=dict)
     fsspec_conf: dict[str, Any] = field(default_factory=dict)
+    requests: list[str] = field(default_factory=list)  # what reached a `denying_server`
 
     def url(self, *parts: str) -> str:
         """`scheme://bucket/part/...`."""
@@ -57,6 +68,18 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def no_metadata_servers() -> dict[str, str]:
+    """Environment that keeps google-auth, gcsfs and botocore off the cloud metadata servers
+    (169.254.169.254, metadata.google.internal): GCE's is a closed loopback port, EC2's off."""
+    closed = f"127.0.0.1:{free_port()}"
+    return {
+        "NO_GCE_CHECK": "true",
+        "GCE_METADATA_HOST": closed,
+        "GCE_METADATA_IP": closed,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+
+
 @contextlib.contextmanager
 def gcs_emulator(bucket: str = "lait-test") -> Iterator[ObjectStore]:
     """gcp-storage-emulator, in memory on a free loopback port, with `bucket` created."""
@@ -67,6 +90,28 @@ def gcs_emulator(bucket: str = "lait-test") -> Iterator[ObjectStore]:
     server.start()
     logging.getLogger("gcp_storage_emulator").setLevel(logging.WARNING)
     endpoint = f"http://127.0.0.1:{port}"
+    try:
+        with _gcsfs_registered():
+            yield ObjectStore(
+                scheme="gs",
+                bucket=bucket,
+                endpoint=endpoint,
+                env={
+                    **no_metadata_servers(),  # gcsfs, google-auth: never probe the metadata server
+                    "STORAGE_EMULATOR_HOST": endpoint,
+                    "FSSPEC_GS_TOKEN": "anon",  # for processes that import fsspec afresh
+                    "GOOGLE_CLOUD_PROJECT": "lait-test",
+                    "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",  # for processes importing gcsfs
+                },
+                fsspec_conf={"token": "anon"},
+            )
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def _gcsfs_registered() -> Iterator[None]:
+    """gs:// and gcs:// served by gcsfs for the block, whatever was registered before."""
     from fsspec.registry import _registry as registry  # restored below: no public unregister
     from gcsfs.core import GCSFileSystem
 
@@ -74,26 +119,13 @@ def gcs_emulator(bucket: str = "lait-test") -> Iterator[ObjectStore]:
     for name in saved:
         fsspec.register_implementation(name, GCSFileSystem, clobber=True)
     try:
-        yield ObjectStore(
-            scheme="gs",
-            bucket=bucket,
-            endpoint=endpoint,
-            env={
-                "STORAGE_EMULATOR_HOST": endpoint,
-                "FSSPEC_GS_TOKEN": "anon",  # for processes that import fsspec afresh
-                "GOOGLE_CLOUD_PROJECT": "lait-test",
-                "NO_GCE_CHECK": "true",  # gcsfs, google-auth: never probe the metadata server
-                "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",  # for processes importing gcsfs
-            },
-            fsspec_conf={"token": "anon"},
-        )
+        yield
     finally:
         for name, implementation in saved.items():
             if implementation is None:
                 registry.pop(name, None)
             else:
                 registry[name] = implementation
-        server.stop()
 
 
 @contextlib.contextmanager
@@ -107,6 +139,7 @@ def s3_server(bucket: str = "lait-test") -> Iterator[ObjectStore]:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per request otherwise
     endpoint = f"http://127.0.0.1:{port}"
     env = {
+        **no_metadata_servers(),
         "AWS_ENDPOINT_URL": endpoint,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -188,3 +221,99 @@ def loopback_only() -> Iterator[list[str]]:
         socket.getaddrinfo = real_getaddrinfo
         socket.socket.connect = real_connect  # type: ignore[method-assign]
         socket.socket.connect_ex = real_connect_ex  # type: ignore[method-assign]
+
+
+STORES = {"gs": gcs_emulator, "s3": s3_server}
+
+
+@pytest.fixture(scope="module", params=sorted(STORES))
+def server(request: pytest.FixtureRequest) -> Iterator[ObjectStore]:
+    """One local server per scheme, shared by the module's tests (each uses its own folder)."""
+    try:
+        started = STORES[request.param]()
+        store = started.__enter__()
+    except Exception as error:  # noqa: BLE001 - any failure to start is a skip, with its reason
+        pytest.skip(f"{request.param} emulator did not start: {error!r}")
+    yield store
+    started.__exit__(None, None, None)
+
+
+@pytest.fixture
+def store(server: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> Iterator[ObjectStore]:
+    """`server`, with the environment and fsspec's config pointing at it for this test only."""
+    with pointed_at(server, monkeypatch):
+        yield server
+
+
+@contextlib.contextmanager
+def pointed_at(store: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The environment and fsspec's config pointing at `store` (undone with `monkeypatch`),
+    and `loopback_only` around the block: it fails if anything reached beyond loopback."""
+    for name, value in store.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setitem(fsspec.config.conf, store.scheme, dict(store.fsspec_conf))
+    fsspec.get_filesystem_class(store.scheme).clear_instance_cache()  # no stale credentials
+    with loopback_only() as attempts:
+        yield
+    fsspec.get_filesystem_class(store.scheme).clear_instance_cache()
+    assert attempts == [], f"a test reached beyond loopback: {attempts}"
+
+
+class _Denying(http.server.BaseHTTPRequestHandler):
+    """Every request refused as S3 (XML) and GCS (JSON) refuse an account without access."""
+
+    requests: list[str]
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _deny(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        head = self.rfile.read(length)[:2000] if length else b""  # GCS names objects in the body
+        self.requests.append(f"{self.command} {self.path} {head.decode(errors='replace')}")
+        if self.headers.get("x-amz-date") or "AWS4" in (self.headers.get("Authorization") or ""):
+            content_type = "application/xml"
+            body = (
+                b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+                b"<Message>Access Denied</Message><RequestId>lait-test</RequestId></Error>"
+            )
+        else:
+            content_type = "application/json"
+            message = "lait-test does not have storage.objects.create access to the bucket."
+            body = json.dumps({"error": {"code": 403, "message": message}}).encode()
+        self.send_response(403)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _deny
+
+
+@contextlib.contextmanager
+def denying_server(scheme: str, bucket: str = "lait-test") -> Iterator[ObjectStore]:
+    """A loopback server that answers every request 403 (S3's AccessDenied or GCS's JSON
+    error) as `scheme`'s store would; `store.requests` lists what reached it."""
+    requests: list[str] = []
+    handler = type("Denying", (_Denying,), {"requests": requests})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{httpd.server_address[1]}"
+    env = {**no_metadata_servers()}
+    conf: dict[str, Any] = {}
+    if scheme == "gs":
+        env.update(STORAGE_EMULATOR_HOST=endpoint, GOOGLE_CLOUD_PROJECT="lait-test")
+        env.update(FSSPEC_GS_TOKEN="anon", GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT="false")
+        conf = {"token": "anon"}
+    else:
+        env.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing")
+        env.update(AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+        env.update(AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull)
+        env.update(AWS_MAX_ATTEMPTS="1", AWS_RETRY_MODE="standard")
+    try:
+        with _gcsfs_registered() if scheme == "gs" else contextlib.nullcontext():
+            yield ObjectStore(scheme, bucket, endpoint, env, conf, requests)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -101,32 +101,71 @@ def check_output_location(folder: str) -> None:
 
     Local folders are left to the writer (os.makedirs says what is wrong). On any other store
     one empty object (a temporary name, which readers ignore) is written and deleted: the
-    only check that proves a bucket exists and the credentials may write there.
+    only check that proves a bucket exists and the credentials may write there. Before that,
+    a gs:// folder without Google credentials is refused: gcsfs, finding none, falls back to
+    anonymous access, and the write would fail with a bare 401 (or, on a bucket open to all,
+    succeed as nobody).
     """
     fs, root = filesystem(folder)
     if isinstance(fs, LocalFileSystem):
         return
+    _require_google_credentials(fs, folder)
     probe = join(root, WRITE_CHECK_NAME)
-    bucket = root.split("/", 1)[0]
     try:
         fs.pipe_file(probe, b"")
         fs.rm_file(probe)
-    except FileNotFoundError as error:
-        raise OutputLocationError(
+    except Exception as error:
+        raise _output_error(folder, root.split("/", 1)[0], error) from error
+
+
+def _output_error(folder: str, bucket: str, error: Exception) -> OutputLocationError:
+    """The one error a failed write check becomes: what went wrong, and what to do."""
+    if isinstance(error, FileNotFoundError):
+        return OutputLocationError(
             f"cannot write to {folder}: bucket {bucket!r} does not exist ({error}). Create it "
             f"first (`gcloud storage buckets create gs://{bucket}` or `aws s3 mb s3://{bucket}`) "
             "or correct the output path."
-        ) from error
-    except PermissionError as error:
-        raise OutputLocationError(
-            f"cannot write to {folder}: permission denied ({error}). {_CREDENTIALS_HELP}"
-        ) from error
+        )
+    # s3fs raises PermissionError for AccessDenied; gcsfs an OSError("Forbidden: ...") for 403.
+    if isinstance(error, PermissionError) or (
+        isinstance(error, OSError) and str(error).startswith("Forbidden")
+    ):
+        detail = str(error).replace("\n", " ").strip()
+        return OutputLocationError(
+            f"cannot write to {folder}: permission denied ({detail}). Grant the account "
+            f"permission to create and delete objects in bucket {bucket!r} (e.g. "
+            "roles/storage.objectAdmin, or s3:PutObject and s3:DeleteObject), or use another "
+            f"output folder. {_CREDENTIALS_HELP}"
+        )
     # Missing or refused credentials raise each library's own type (botocore's
     # NoCredentialsError, gcsfs's HttpError, google-auth's errors); none shares a base.
-    except Exception as error:
-        raise OutputLocationError(
-            f"cannot write to {folder}: {type(error).__name__}: {error}. {_CREDENTIALS_HELP}"
-        ) from error
+    return OutputLocationError(
+        f"cannot write to {folder}: {type(error).__name__}: {error}. {_CREDENTIALS_HELP}"
+    )
+
+
+def _require_google_credentials(fs: fsspec.AbstractFileSystem, folder: str) -> None:
+    """Raise `OutputLocationError` when gcsfs fell back to anonymous access without being
+    asked to (token="anon") and no emulator (STORAGE_EMULATOR_HOST) is the server."""
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    if "gs" not in protocols and "gcs" not in protocols:
+        return
+    if os.environ.get("STORAGE_EMULATOR_HOST") or fs.storage_options.get("token") == "anon":
+        return
+    if getattr(getattr(fs, "credentials", None), "method", None) != "anon":
+        return
+    named = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+    if named and not os.path.exists(named):
+        why = f"GOOGLE_APPLICATION_CREDENTIALS names {named}, which does not exist"
+    elif named:
+        why = f"GOOGLE_APPLICATION_CREDENTIALS names {named}, which holds no usable credentials"
+    else:
+        why = "no Google credentials were found"
+    raise OutputLocationError(
+        f"cannot write to {folder}: {why}. Set GOOGLE_APPLICATION_CREDENTIALS to a "
+        "service-account key file, or run `gcloud auth application-default login`, or run on "
+        f"Google Cloud with a service account. {_CREDENTIALS_HELP}"
+    )
 
 
 def is_temporary(name: str) -> bool:
