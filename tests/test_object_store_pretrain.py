@@ -109,6 +109,13 @@ def test_pretrain_reads_and_writes_the_bucket(
     figures = json.loads(capsys.readouterr().out)
     assert figures["samples"] > 0 and 0.0 <= figures["i2t"]["r1"] <= 1.0
 
+    # The same command again: the stage is done in the bucket, so nothing trains.
+    stage_summary = fs.cat(f"{out}/01-web/summary.json")
+    assert cli.main([*args, "--no-progress"]) == 0
+    assert "resumed" not in capsys.readouterr().out
+    assert fs.cat(f"{out}/01-web/summary.json") == stage_summary
+    assert _log_steps(fs, f"{out}/01-web/log.jsonl") == list(range(1, 21))
+
 
 @pytest.mark.slow
 def test_a_pretrain_killed_after_a_checkpoint_reruns_from_the_bucket(
