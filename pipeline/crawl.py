@@ -1,8 +1,15 @@
 """Crawl page URLs: fetch each page, extract its image candidates, optionally follow links.
 
 Link following is breadth-first in `depth` rounds, each a Beam stage: a round's pages give
-links on the same site (scheme + host + port) as their seed, minus every URL already
-crawled (a CoGroupByKey, so no worker holds a global "seen" set).
+links on the same site (scheme + host + port) as the page, minus every URL already crawled
+(a CoGroupByKey, so no worker holds a global "seen" set). "The page" is where its fetch
+ended, after redirects: http://example.com redirected to https://www.example.com keeps the
+links to https://www.example.com/... (and those to the site it was asked under).
+
+No site gets more than `FetchConfig.max_pages_per_site` pages queued in one job (seeds
+included; links beyond it are not fetched and are counted as `pages.over_site_cap`). Each
+round keeps, per site, the first URLs in sorted order (a combiner holding at most the cap),
+so the choice is the same on every run and no site's links are ever held as one group.
 """
 
 from __future__ import annotations
@@ -13,18 +20,22 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import apache_beam as beam
+from apache_beam.metrics import Metrics
 
 from lait.record import Record
 from pipeline.extract import InvalidUrlError, canonical_url, extract_candidates, extract_links
 from pipeline.fetch import FetchConfig, Fetcher, FetchRejected
-from pipeline.outcomes import count_page
+from pipeline.outcomes import NAMESPACE, count_page
 
 _CHARSET = re.compile(r"charset\s*=\s*[\"']?([\w.:-]+)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
 class CrawledPage:
-    """A fetched page: its candidates, and same-site links to follow."""
+    """A fetched page: its candidates, and same-site links to follow.
+
+    `url` is where the fetch ended (after redirects), `site` the site it was asked under.
+    """
 
     url: str
     site: str
@@ -73,10 +84,13 @@ class FetchPage(beam.DoFn):
         candidates = extract_candidates(
             response.body, response.url, source=self.source, headers_charset=charset, where=url
         )
+        # Same-site is judged from where the fetch ended (http -> https, apex -> www are the
+        # normal case), and the site it was asked under still counts.
+        sites = {site, site_of(response.url)}
         links = tuple(
             link
             for link in extract_links(response.body, response.url, headers_charset=charset)
-            if site_of(link) == site
+            if site_of(link) in sites
         )
         yield CrawledPage(response.url, site, tuple(candidates), links)
 
@@ -85,12 +99,24 @@ class FetchPage(beam.DoFn):
 
 
 def _new_urls(element: tuple[str, dict[str, Iterable[object]]]) -> Iterator[tuple[str, str]]:
-    """From CoGroupByKey(url → {'found': sites, 'seen': ...}): URLs found but not yet seen."""
+    """From CoGroupByKey(url → {'found': ..., 'seen': ...}): (site, url) found, not yet seen."""
     url, groups = element
-    if not list(groups["seen"]):
-        sites = sorted(str(site) for site in groups["found"])
-        if sites:
-            yield sites[0], url
+    if not any(True for _ in groups["seen"]) and any(True for _ in groups["found"]):
+        yield site_of(url), url
+
+
+def _admit(element: tuple[str, dict[str, Iterable[object]]], cap: int) -> Iterator[tuple[str, str]]:
+    """From CoGroupByKey(site → {'first': [smallest new URLs], 'found': [count], 'queued':
+    [count]}): the new URLs that fit under the site's cap; the rest are counted."""
+    site, groups = element
+    queued = sum(int(n) for n in groups["queued"])  # type: ignore[call-overload]
+    found = sum(int(n) for n in groups["found"])  # type: ignore[call-overload]
+    first = sorted(url for urls in groups["first"] for url in urls)  # type: ignore[attr-defined]
+    admitted = first[: max(0, cap - queued)]
+    if found > len(admitted):
+        Metrics.counter(NAMESPACE, "pages.over_site_cap").inc(found - len(admitted))
+    for url in admitted:
+        yield site, str(url)
 
 
 class CrawlPages(beam.PTransform):
@@ -103,8 +129,10 @@ class CrawlPages(beam.PTransform):
         self.source = source
 
     def expand(self, urls: beam.PCollection) -> beam.PCollection:
+        cap = self.fetch.max_pages_per_site
         frontier = urls | "Seeds" >> beam.Map(seed_of) | "DistinctSeeds" >> beam.Distinct()
         seen = frontier | "SeenSeeds" >> beam.Map(lambda pair: (pair[1], True))
+        queued = frontier  # (site, url) of every page queued so far, for the per-site cap
         page_rounds = []
         for level in range(self.depth + 1):
             pages = frontier | f"Fetch{level}" >> beam.ParDo(FetchPage(self.fetch, self.source))
@@ -114,15 +142,25 @@ class CrawlPages(beam.PTransform):
             found = pages | f"Links{level}" >> beam.FlatMap(
                 lambda page: ((link, page.site) for link in page.links)
             )
-            frontier = (
+            new = (
                 {"found": found, "seen": seen}
                 | f"Unseen{level}" >> beam.CoGroupByKey()
-                | f"Frontier{level}" >> beam.FlatMap(_new_urls)
+                | f"NewUrls{level}" >> beam.FlatMap(_new_urls)
+            )
+            frontier = (
+                {
+                    "first": new | f"FirstPerSite{level}" >> beam.combiners.Top.SmallestPerKey(cap),
+                    "found": new | f"FoundPerSite{level}" >> beam.combiners.Count.PerKey(),
+                    "queued": queued | f"QueuedPerSite{level}" >> beam.combiners.Count.PerKey(),
+                }
+                | f"UnderCap{level}" >> beam.CoGroupByKey()
+                | f"Frontier{level}" >> beam.FlatMap(_admit, cap=cap)
             )
             seen = (
                 seen,
                 frontier | f"Seen{level}" >> beam.Map(lambda pair: (pair[1], True)),
             ) | f"AllSeen{level}" >> beam.Flatten()
+            queued = (queued, frontier) | f"AllQueued{level}" >> beam.Flatten()
         return (
             page_rounds
             | "AllPages" >> beam.Flatten()

@@ -38,6 +38,8 @@ class FetchConfig:
         robots_max_bytes: robots.txt bodies are cut at this size (Google reads 500 KiB).
         per_domain_concurrency: requests in flight to one host at once, per `Fetcher`.
         per_domain_min_interval_s: least time between request starts to one host.
+        max_pages_per_site: a crawl queues at most this many pages of one site (scheme, host,
+            port) in one job, seeds included; links past it are counted, not fetched.
         max_workers_per_host: job-wide, the most workers that fetch from one host at once
             (the graph keys fetches by (host, one of this many splits); see `politeness_key`).
         ca_certs: a CA bundle for HTTPS; None uses the system trust store.
@@ -61,6 +63,7 @@ class FetchConfig:
     per_domain_concurrency: int = 4
     per_domain_min_interval_s: float = 0.0
     max_workers_per_host: int = 4
+    max_pages_per_site: int = 10_000
     ca_certs: str | None = None
     max_pools: int = 256
 
@@ -73,6 +76,8 @@ class FetchConfig:
             raise ValueError("FetchConfig: max_redirects, retries and backoff_s must be >= 0")
         if self.per_domain_concurrency < 1:
             raise ValueError("FetchConfig: per_domain_concurrency must be at least 1")
+        if self.max_pages_per_site < 1:
+            raise ValueError("FetchConfig: max_pages_per_site must be at least 1")
         if self.max_workers_per_host < 1:
             raise ValueError("FetchConfig: max_workers_per_host must be at least 1")
         if self.per_domain_min_interval_s < 0:
