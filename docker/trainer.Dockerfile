@@ -6,6 +6,10 @@
 #     --nproc_per_node=gpu --no-python lait pretrain /data/plan.yaml --out /data/run
 # Several nodes: the same on each, with --nnodes N --node_rank I
 #   --rdzv_backend c10d --rdzv_endpoint HOST:29500 --rdzv_id RUN
+# The run folder may be a bucket (--out gs://BUCKET/run or s3://BUCKET/run): each rank trains
+# in a local temporary copy (TMPDIR; give it room for two checkpoints), rank 0 publishes each
+# checkpoint there, and the nodes need no shared disk. Credentials come from the environment
+# (Application Default Credentials, e.g. the node's service account; AWS_* variables).
 FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 
 ENV DEBIAN_FRONTEND=noninteractive \
