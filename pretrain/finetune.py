@@ -57,6 +57,7 @@ from pretrain.evaluate import (
 from pretrain.model import ImageBertForPreTraining
 from pretrain.regions import RegionSource
 from pretrain.regions.base import Regions
+from pretrain.run_folder import RunFolder
 
 SUMMARY_FILE = "summary.json"
 
@@ -256,8 +257,48 @@ def finetune(
     """Fine-tune a checkpoint for retrieval on a Karpathy-format benchmark; save it in
     `out_dir`. Returns (and writes as `summary.json`) the losses per step and, with
     `config.evaluate`, the test split's figures before (`zero_shot`) and after (`finetuned`).
-    `log` (e.g. `print`) gets a progress line every `config.log_every` steps."""
-    config = config or FinetuneConfig()
+    `log` (e.g. `print`) gets a progress line every `config.log_every` steps.
+
+    `out_dir` may be a bucket folder (gs://, s3://): it is checked before any work (no such
+    bucket, no credentials, no permission: `OutputLocationError`), the model is saved in a
+    local temporary folder and uploaded whole, `summary.json` last."""
+    run = RunFolder(out_dir)
+    try:
+        run.check()
+        result = _finetune_into(
+            run.local,
+            run.url(),
+            checkpoint,
+            karpathy_json,
+            images_dir,
+            config or FinetuneConfig(),
+            benchmark=benchmark,
+            region_source=region_source,
+            tokenizer=tokenizer,
+            log=log,
+        )
+        run.publish()  # the model, then the summary: a folder with a summary is whole
+        (run.local / SUMMARY_FILE).write_text(json.dumps(result, indent=1), encoding="utf-8")
+        run.publish(SUMMARY_FILE)
+        return result
+    finally:
+        run.close()
+
+
+def _finetune_into(
+    out: Path,
+    out_name: str,
+    checkpoint: str | os.PathLike[str],
+    karpathy_json: str | os.PathLike[str],
+    images_dir: str | os.PathLike[str],
+    config: FinetuneConfig,
+    *,
+    benchmark: str | None,
+    region_source: RegionSource | None,
+    tokenizer: Any,
+    log: Any,
+) -> dict[str, Any]:
+    """`finetune`'s work, saved into the local folder `out` (named `out_name` to the user)."""
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     loaded = load_checkpoint(
@@ -328,10 +369,8 @@ def finetune(
         losses=[h["loss"] for h in history],
         history=history,
     )
-    out = Path(out_dir)
     save_finetuned(loaded, checkpoint, out, config)
-    result["checkpoint"] = str(out)
+    result["checkpoint"] = out_name
     if config.evaluate:
         result["finetuned"] = evaluated()
-    (out / SUMMARY_FILE).write_text(json.dumps(result, indent=1), encoding="utf-8")
     return result
