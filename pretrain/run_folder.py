@@ -73,11 +73,14 @@ class RunFolder:
         self._fs.invalidate_cache(path.rsplit("/", 1)[0])
         return bool(self._fs.exists(path))
 
-    def publish(self, *parts: str) -> None:
+    def publish(self, *parts: str, append_only: bool = False) -> None:
         """Upload the local file or folder `parts` to the bucket (nothing for a local run).
 
-        A folder's files are uploaded one object each; files already there with the same
-        size are skipped (TensorBoard's older event files, a log that did not grow).
+        A folder's files are uploaded one object each. In an `append_only` folder, whose files
+        only ever grow (TensorBoard's event files, one new name per run), a file already there
+        with its size is skipped; anywhere else a same-sized file may hold other bytes (a
+        retrained model), so every file goes up, and files of an older upload that the local
+        folder no longer has are deleted afterwards (the bucket's folder mirrors it).
         """
         if self.remote is None:
             return
@@ -89,7 +92,7 @@ class RunFolder:
             return
         target = join(self._root, *parts)
         self._fs.invalidate_cache(target)
-        there = (
+        there: dict[str, int] = (
             {p: info["size"] for p, info in self._fs.find(target, detail=True).items()}
             if self._fs.exists(target)
             else {}
@@ -99,9 +102,13 @@ class RunFolder:
             for path in sorted(source.rglob("*"))
             if path.is_file()
         ]
-        pairs = [(lp, rp) for lp, rp in pairs if there.get(rp) != os.path.getsize(lp)]
+        if append_only:
+            pairs = [(lp, rp) for lp, rp in pairs if there.get(rp) != os.path.getsize(lp)]
         if pairs:
             self._fs.put([lp for lp, _ in pairs], [rp for _, rp in pairs])
+        stale = [] if append_only else sorted(set(there) - {rp for _, rp in pairs})
+        if stale:
+            self._fs.rm(stale)
 
     def fetch(self, *parts: str) -> bool:
         """Download the bucket's file or folder `parts` into the local folder; return whether

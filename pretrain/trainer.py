@@ -631,7 +631,7 @@ def _run_stages(
 
     def publish_logs(name: str) -> None:
         run.publish(name, LOG_FILE)
-        run.publish(name, TENSORBOARD_DIR)
+        run.publish(name, TENSORBOARD_DIR, append_only=True)
 
     summaries: list[dict[str, Any]] = []
     previous: str | None = None  # the name of the last stage's folder

@@ -231,3 +231,39 @@ def test_an_upload_killed_halfway_is_never_read_and_the_next_publish_removes_it(
     assert checkpoint.find_remote_checkpoint(stage) == (f"{stage}/checkpoints/step-000000015", 15)
     assert checkpoint.delete_remote_checkpoints(stage) == 1
     assert checkpoint.find_remote_checkpoint(stage) is None
+
+
+def test_a_published_folder_mirrors_the_local_one(store: ObjectStore, tmp_path: Path) -> None:
+    """A retrained final/ whose model file keeps its size still replaces the bucket's, and a
+    file it no longer has goes; an append-only folder (TensorBoard's) only gains files."""
+    from pretrain.run_folder import RunFolder
+
+    run = RunFolder(store.unique_url("run"))
+    assert run.is_remote and run.local.is_dir()
+    final = run.local / "01-web" / "final"
+    final.mkdir(parents=True)
+    (final / "model.safetensors").write_bytes(b"A" * 64)
+    (final / "old.json").write_text("{}")
+    run.publish("01-web", "final")
+    (final / "model.safetensors").write_bytes(b"B" * 64)  # same size, other weights
+    (final / "old.json").unlink()
+    run.publish("01-web", "final")
+    fs = store.filesystem()
+    assert _names(fs, run.url("01-web", "final")) == ["model.safetensors"]
+    assert fs.cat(run.url("01-web", "final", "model.safetensors")) == b"B" * 64
+
+    tb = run.local / "01-web" / "tb"
+    tb.mkdir()
+    (tb / "events.1").write_bytes(b"first run")
+    run.publish("01-web", "tb", append_only=True)
+    (tb / "events.1").unlink()  # a rerun's working copy starts without the old event file
+    (tb / "events.2").write_bytes(b"second run")
+    run.publish("01-web", "tb", append_only=True)
+    assert _names(fs, run.url("01-web", "tb")) == ["events.1", "events.2"]
+    assert run.fetch("01-web", "tb") and sorted(p.name for p in tb.iterdir()) == [
+        "events.1",
+        "events.2",
+    ]
+    assert not run.fetch("01-web", "no-such-file")
+    run.close()
+    assert not run.local.exists()
