@@ -11,14 +11,21 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import apache_beam as beam
 import pytest
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
+from dedupe.keep_best import GROUP_SIZE_METRIC
 from lait.dataset import DatasetFolder, check_stats
 from lait.demo_web import DemoSite, DemoWebServer, build_site
+from lait.record import CaptionSource, Record, Status
 from pipeline.clip import DEMO_CLIP_MODEL, ClipConfig
 from pipeline.config import ListSource, OutputConfig, PipelineConfig, SourcesConfig
+from pipeline.download import Download
 from pipeline.fetch import FetchConfig
 from pipeline.image.config import ImageConfig
 from pipeline.run import run_pipeline
@@ -193,3 +200,49 @@ def test_demo_crawl_on_two_worker_processes_matches_in_memory(
     assert paths
     assert all(before[p] == 1 for p in paths), {p: before[p] for p in paths if before[p] != 1}
     assert all(after[p] - before[p] == 1 for p in paths)
+
+
+def test_a_hot_url_is_fetched_once_and_joined_in_bounded_groups(
+    tmp_path: Path, counting_server: _CountingServer
+) -> None:
+    """One image URL under 5,000 captions (hot cap 500): one request, every caption gets the
+    image's hash and staging reference, and no join group holds more than ~500 captions."""
+    url = f"{counting_server.base}/img/7.png"
+    records = [
+        Record.candidate(
+            source="list",
+            url=url,
+            caption=f"caption {i}",
+            caption_source=CaptionSource.LIST,
+            where=f"list.tsv:{i}",
+        )
+        for i in range(5000)
+    ]
+    fetch = FetchConfig(allowed_networks=("127.0.0.1/32",), retries=0)
+    staging = str(tmp_path / "staging")
+    pipeline = beam.Pipeline()
+    out = (
+        pipeline
+        | beam.Create(records)
+        | Download(fetch, ImageConfig(min_side=32, min_bytes=0), 4, staging, hot_cap=500)
+    )
+    outcomes = out | "Outcome" >> beam.Map(lambda r: f"{r.status.value} {r.sha256 is not None}")
+    assert_that(
+        outcomes | "Outcomes" >> beam.Distinct(),
+        equal_to([f"{Status.CANDIDATE.value} True"]),
+        label="AllGotTheImage",
+    )
+    refs = out | "Ref" >> beam.Map(lambda r: r.image_ref or "") | "Refs" >> beam.Distinct()
+    assert_that(
+        refs | "CountRefs" >> beam.combiners.Count.Globally(), equal_to([1]), label="OneRef"
+    )
+    assert_that(
+        out | "CountAll" >> beam.combiners.Count.Globally(),
+        equal_to([len(records)]),
+        label="NothingLost",
+    )
+    result = pipeline.run()
+    result.wait_until_finish()
+    assert counting_server.requests[urlsplit(url).path] == 1
+    sizes = result.metrics().query(MetricsFilter().with_name(GROUP_SIZE_METRIC))["distributions"]
+    assert max(d.committed.max for d in sizes) <= 600
