@@ -25,6 +25,7 @@ from apache_beam.metrics import Metrics
 from lait.record import Record
 from pipeline.extract import InvalidUrlError, canonical_url, extract_candidates, extract_links
 from pipeline.fetch import FetchConfig, Fetcher, FetchRejected
+from pipeline.fetch.metrics import FetchMetrics
 from pipeline.outcomes import NAMESPACE, count_page
 
 _CHARSET = re.compile(r"charset\s*=\s*[\"']?([\w.:-]+)", re.IGNORECASE)
@@ -69,6 +70,7 @@ class FetchPage(beam.DoFn):
 
     def setup(self) -> None:
         self.fetcher = Fetcher(self.fetch_config)
+        self.metrics = FetchMetrics()
 
     def process(self, element: tuple[str, str]) -> Iterator[CrawledPage]:
         site, url = element
@@ -77,6 +79,8 @@ class FetchPage(beam.DoFn):
         except FetchRejected as rejection:
             count_page(rejection.reason.value)
             return
+        finally:
+            self.metrics.publish(self.fetcher)
         count_page("fetched")
         match = _CHARSET.search(response.headers.get("content-type", ""))
         charset = match.group(1) if match else None

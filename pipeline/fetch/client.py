@@ -14,9 +14,11 @@ A fetch walks the redirect chain hop by hop. For every hop it:
    it (`X_ROBOTS_TAG_OPT_OUT`, `WRONG_CONTENT_TYPE`, `TOO_MANY_BYTES`).
 
 Use in Beam: build one `Fetcher` in `DoFn.setup` and `close` it in `DoFn.teardown`.
-A `Fetcher` is thread-safe and holds no state shared between processes: its connection
-pools, robots.txt cache, rate limiter and counters are its own, so on Dataflow every
-limit here is per worker.
+A `Fetcher` is thread-safe. Its connection pools, rate limiter and counters are its own;
+its DNS answers and robots.txt rules come from caches shared by every fetcher of the worker
+process (`shared.py`), so DoFn instances do not ask DNS or fetch robots.txt again. Nothing
+is shared between processes: the job-wide limit per host is the graph's (fetches keyed by
+host, `politeness_key`, at most `max_workers_per_host` at once).
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ from pipeline.fetch.counters import FetchCounters
 from pipeline.fetch.errors import FetchRejected
 from pipeline.fetch.ratelimit import DomainRateLimiter
 from pipeline.fetch.response import FetchResponse
-from pipeline.fetch.robots import RobotsCache, x_robots_opt_out
+from pipeline.fetch.robots import x_robots_opt_out
+from pipeline.fetch.shared import shared_dns_cache, shared_robots_cache
 from pipeline.fetch.urls import InvalidUrl, Target, UnsupportedScheme, join_location, parse_target
 
 Accept = Literal["image", "page", "any"]
@@ -73,6 +76,7 @@ COUNTER_NAMES: tuple[str, ...] = (
     "redirects",
     "bytes",
     "blocked",
+    "dns_lookups",
     "robots_txt_fetches",
     "robots_txt_unavailable",
     "robots_disallowed",
@@ -107,7 +111,8 @@ class Fetcher:
     Args:
         config: limits and policy.
         resolver: maps (host, port) to IP address strings; the system resolver by default.
-            Tests inject one to point names at addresses without DNS.
+            Tests inject one to point names at addresses without DNS. Its answers are cached
+            per process (`FetchConfig.dns_cache_ttl_s`), shared with every fetcher using it.
     """
 
     def __init__(self, config: FetchConfig, resolver: Resolver | None = None) -> None:
@@ -127,9 +132,8 @@ class Fetcher:
         self._limiter = DomainRateLimiter(
             config.per_domain_concurrency, config.per_domain_min_interval_s
         )
-        self._robots = RobotsCache(
-            self._load_robots_txt, config.user_agent, config.robots_cache_size
-        )
+        self._dns = shared_dns_cache(self._resolver, config)
+        self._robots = shared_robots_cache(config, self._resolver)
         self._base_headers = {
             "User-Agent": config.user_agent,
             "Accept-Encoding": "gzip, deflate",
@@ -201,7 +205,7 @@ class Fetcher:
             if (
                 honour_opt_outs
                 and self.config.respect_robots_txt
-                and not self._robots.allows(target)
+                and not self._robots.allows(target, self._load_robots_txt)
             ):
                 raise FetchRejected(
                     RejectReason.ROBOTS_TXT_DISALLOWED,
@@ -242,13 +246,18 @@ class Fetcher:
 
     def _vet(self, target: Target) -> list[IPAddress]:
         try:
-            return self._policy.resolve(target.host, target.port, self._resolver)
+            # The answer may come from the process's DNS cache; every address is vetted again
+            # on every hop all the same.
+            return self._policy.resolve(target.host, target.port, self._resolve_cached)
         except AddressBlocked as err:
             raise FetchRejected(RejectReason.BLOCKED_ADDRESS, str(err), target.url) from err
         except ResolutionFailed as err:
             raise FetchRejected(RejectReason.DNS_FAILURE, str(err), target.url) from err
 
     # -- one hop, with retries -----------------------------------------------------------------
+
+    def _resolve_cached(self, host: str, port: int) -> list[str]:
+        return self._dns.resolve(host, port, on_lookup=lambda: self._counters.add("dns_lookups"))
 
     def _exchange_with_retries(
         self,

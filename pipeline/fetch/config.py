@@ -34,7 +34,11 @@ class FetchConfig:
         respect_x_robots_tag: refuse responses whose X-Robots-Tag holds an opt-out directive.
         x_robots_opt_out_directives: the directives that count as an opt-out.
         respect_robots_txt: consult (and cache) each host's robots.txt before fetching.
-        robots_cache_size: hosts whose robots.txt is kept (least recently used evicted).
+        robots_cache_size: hosts whose robots.txt is kept (least recently used evicted), per
+            worker process (shared by its fetchers).
+        dns_cache_ttl_s: how long a DNS answer is reused, per worker process (shared by its
+            fetchers; 0 asks DNS on every hop). Addresses are vetted on every hop either way.
+        dns_cache_size: host names whose answers are kept (least recently used evicted).
         robots_max_bytes: robots.txt bodies are cut at this size (Google reads 500 KiB).
         per_domain_concurrency: requests in flight to one host at once, per `Fetcher`.
         per_domain_min_interval_s: least time between request starts to one host.
@@ -60,6 +64,8 @@ class FetchConfig:
     respect_robots_txt: bool = False
     robots_cache_size: int = 10_000
     robots_max_bytes: int = 512_000
+    dns_cache_ttl_s: float = 300.0
+    dns_cache_size: int = 100_000
     per_domain_concurrency: int = 4
     per_domain_min_interval_s: float = 0.0
     max_workers_per_host: int = 4
@@ -76,6 +82,8 @@ class FetchConfig:
             raise ValueError("FetchConfig: max_redirects, retries and backoff_s must be >= 0")
         if self.per_domain_concurrency < 1:
             raise ValueError("FetchConfig: per_domain_concurrency must be at least 1")
+        if self.dns_cache_ttl_s < 0 or self.dns_cache_size < 1:
+            raise ValueError("FetchConfig: dns_cache_ttl_s must be >= 0, dns_cache_size >= 1")
         if self.max_pages_per_site < 1:
             raise ValueError("FetchConfig: max_pages_per_site must be at least 1")
         if self.max_workers_per_host < 1:

@@ -6,7 +6,8 @@ it is an opt-out when it applies to us and names one of the opt-out directives
 (img2dataset's default: noai, noimageai, noindex, noimageindex). One header may also
 switch agents part-way ("otherbot: noindex, lait: noai"), which img2dataset does not read.
 
-robots.txt is fetched once per (scheme, host, port) through the fetcher's own safe path,
+robots.txt is fetched once per (scheme, host, port) and worker process (the cache is shared
+by every fetcher of the process, `pipeline.fetch.shared`) through the fetcher's own safe path,
 parsed with Protego (Scrapy's parser: RFC 9309 groups, `*` and `$` wildcards, longest-match
 Allow/Disallow, Crawl-delay), and cached (bounded LRU, thread-safe, one load per origin
 even when many threads ask at once). A missing robots.txt (any 4xx) allows everything, as
@@ -68,9 +69,13 @@ RobotsLoader = Callable[[Target], str | None]
 
 
 class RobotsCache:
-    """robots.txt rules per origin, loaded on first use with `loader`."""
+    """robots.txt rules per origin, loaded on first use with `loader`.
 
-    def __init__(self, loader: RobotsLoader, user_agent: str, max_entries: int) -> None:
+    The loader may instead come with each call (`allows(target, loader)`): a cache shared by
+    several fetchers (`pipeline.fetch.shared`) loads through whichever fetcher asks first.
+    """
+
+    def __init__(self, loader: RobotsLoader | None, user_agent: str, max_entries: int) -> None:
         self._loader = loader
         self._user_agent = user_agent
         self._max_entries = max_entries
@@ -78,16 +83,16 @@ class RobotsCache:
         self._loading: dict[tuple[str, str, int], threading.Lock] = {}
         self._lock = threading.Lock()
 
-    def allows(self, target: Target) -> bool:
+    def allows(self, target: Target, loader: RobotsLoader | None = None) -> bool:
         """Whether robots.txt of `target`'s origin lets our user agent fetch `target`."""
-        return bool(self._parser_for(target).can_fetch(target.url, self._user_agent))
+        return bool(self._parser_for(target, loader).can_fetch(target.url, self._user_agent))
 
-    def crawl_delay(self, target: Target) -> float | None:
+    def crawl_delay(self, target: Target, loader: RobotsLoader | None = None) -> float | None:
         """The Crawl-delay (seconds) robots.txt of `target`'s origin asks of us, if any."""
-        delay = self._parser_for(target).crawl_delay(self._user_agent)
+        delay = self._parser_for(target, loader).crawl_delay(self._user_agent)
         return None if delay is None else float(delay)
 
-    def _parser_for(self, target: Target) -> Protego:
+    def _parser_for(self, target: Target, loader: RobotsLoader | None) -> Protego:
         key = target.origin
         with self._lock:
             cached = self._lookup(key)
@@ -99,7 +104,7 @@ class RobotsCache:
                 cached = self._lookup(key)
                 if cached is not None:
                     return cached
-            parser = self._load(target)
+            parser = self._load(target, loader or self._loader)
             with self._lock:
                 self._parsers[key] = parser
                 while len(self._parsers) > self._max_entries:
@@ -113,8 +118,10 @@ class RobotsCache:
             self._parsers.move_to_end(key)
         return parser
 
-    def _load(self, target: Target) -> Protego:
-        text = self._loader(robots_target(target))
+    def _load(self, target: Target, loader: RobotsLoader | None) -> Protego:
+        if loader is None:
+            raise ValueError("RobotsCache: no loader given (pass one to the cache or the call)")
+        text = loader(robots_target(target))
         # No rules (text None) parse to a parser that allows everything.
         return Protego.parse(text or "")
 
