@@ -277,3 +277,18 @@ def test_jsonl_rows_split_anywhere(tmp_path: Path) -> None:
         records = read_in_ranges(ListFile(str(path), source, split_bytes))
         assert sorted(map(row, records), key=repr) == sorted(map(row, whole), key=repr)
     assert json.loads(JSONL.splitlines()[0])["caption"] == "A red kite"
+
+
+def test_empty_files_give_no_rows(tmp_path: Path) -> None:
+    (tmp_path / "empty.tsv").write_bytes(b"")
+    (tmp_path / "blank.jsonl").write_bytes(b"\n\n")
+    empty = pa.table({"url": pa.array([], pa.string()), "caption": pa.array([], pa.string())})
+    pq.write_table(empty, tmp_path / "empty.parquet")
+    lists = (
+        ListSource(str(tmp_path / "empty.tsv")),
+        ListSource(str(tmp_path / "blank.jsonl"), format="jsonl"),
+        ListSource(str(tmp_path / "empty.parquet"), format="parquet"),
+    )
+    for source in lists:
+        assert read_in_ranges(ListFile(source.path, source, split_bytes=1)) == []
+    assert run_lists(lists, split_bytes=1) == []
