@@ -14,6 +14,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import minimum_spanning_tree
 
+_FEW_PAIRS = 64
 CloseFn = Callable[[slice, slice], np.ndarray]
 """close(rows, cols) -> bool matrix: whether member rows[i] is close to member cols[j]."""
 
@@ -37,6 +38,21 @@ def spanning_edges(n: int, close: CloseFn, block: int) -> Iterator[tuple[int, in
             cols_found.append(jj[upper].astype(np.int32))
     ii, jj = np.concatenate(rows_found), np.concatenate(cols_found)
     if len(ii) == 0:
+        return
+    if len(ii) <= _FEW_PAIRS:  # most buckets: a few pairs, cheaper in Python than in scipy
+        parent = list(range(n))
+
+        def find(x: int) -> int:
+            while parent[x] != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        for i, j in zip(ii.tolist(), jj.tolist(), strict=True):
+            a, b = find(i), find(j)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+                yield i, j
         return
     graph = coo_matrix((np.ones(len(ii), dtype=np.float32), (ii, jj)), shape=(n, n))
     forest = minimum_spanning_tree(graph.tocsr()).tocoo()

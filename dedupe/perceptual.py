@@ -133,7 +133,8 @@ class _JoinLeader(beam.DoFn):
 
 
 class PerceptualEdges(beam.PTransform):
-    """Profiles → edges (Rank, Rank, Hamming bits) between near-duplicate images."""
+    """Profiles → (edges, attachments), each (Rank, Rank, Hamming bits), between near-duplicate
+    images: attachments join hot buckets' members to their leaders (see `SimilarityStage`)."""
 
     def __init__(
         self,
@@ -152,7 +153,7 @@ class PerceptualEdges(beam.PTransform):
         self.cap = cap
         self.leaders = leaders
 
-    def expand(self, profiles: beam.PCollection) -> beam.PCollection:
+    def expand(self, profiles: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
         threshold, colour, block = self.threshold, self.colour_threshold, self.block
 
         def edges(element: tuple[Band, Iterable[Member]]) -> Iterator[ScoredEdge]:
@@ -176,7 +177,7 @@ class PerceptualEdges(beam.PTransform):
         to_leaders = split.hot | "CloseToLeader" >> beam.ParDo(
             _JoinLeader(threshold, colour), beam.pvalue.AsDict(leaders)
         )
-        return (cold, among_leaders, to_leaders) | "AllEdges" >> beam.Flatten()
+        return (cold, among_leaders) | "Edges" >> beam.Flatten(), to_leaders
 
 
 def perceptual_identity(colour_threshold: float | None) -> Any:

@@ -206,12 +206,74 @@ def _plain_edge(edge: tuple[Any, ...]) -> tuple[Rank, Rank]:
     return edge[0], edge[1]
 
 
+class _LeadersOfMember(beam.CombineFn):
+    """A member's attachments → {leader: closest value}: at most one entry per band."""
+
+    def __init__(self, closest: Callable[[float, float], float]) -> None:
+        self.closest = closest
+
+    def create_accumulator(self) -> dict[Rank, float]:
+        return {}
+
+    def add_input(self, accumulator: dict[Rank, float], edge: tuple[Any, ...]) -> dict[Rank, float]:
+        leader, value = edge[0], float(edge[2])
+        known = accumulator.get(leader)
+        accumulator[leader] = value if known is None else self.closest(known, value)
+        return accumulator
+
+    def merge_accumulators(self, accumulators: Iterable[dict[Rank, float]]) -> dict[Rank, float]:
+        merged: dict[Rank, float] = {}
+        for accumulator in accumulators:
+            for leader, value in accumulator.items():
+                known = merged.get(leader)
+                merged[leader] = value if known is None else self.closest(known, value)
+        return merged
+
+    def extract_output(self, accumulator: dict[Rank, float]) -> dict[Rank, float]:
+        return accumulator
+
+
+def _pendant_or_linked(element: tuple[Rank, dict[str, list[Any]]]) -> Iterator[Any]:
+    """A member with one leader and no other edge is a pendant; else its attachments are
+    ordinary edges of the graph."""
+    member, joined = element
+    for leaders in joined["leaders"]:
+        if len(leaders) == 1 and not joined["linked"]:
+            ((leader, value),) = leaders.items()
+            yield beam.pvalue.TaggedOutput("pendant", (leader, member, value))
+        else:
+            for leader, value in sorted(leaders.items()):
+                yield leader, member, value
+
+
+def _pendant_label(
+    pendant: tuple[Rank, Rank, float], labels: dict[Rank, Rank]
+) -> tuple[Rank, Rank]:
+    leader, member, _ = pendant
+    return member, min(member, labels.get(leader, leader))
+
+
+def _leader_label(
+    element: tuple[Rank, Rank], leaders: dict[Rank, Any]
+) -> Iterator[tuple[Rank, Rank]]:
+    if element[0] in leaders:
+        yield element
+
+
 class SimilarityStage(beam.PTransform):
     """Edges from `edges` (a PTransform on profiles) → clusters → one survivor each.
 
     Edges are (Rank, Rank) or (Rank, Rank, closeness); with a closeness, each drop carries
     the closeness of its strongest edge as the decision's value (the best of which is
     `max` when `higher_is_closer`, else `min`), and `limit` as its limit.
+
+    `edges` may return (edges, attachments): attachments are (leader, member, closeness)
+    edges of a hot bucket's members to its leaders. A member attached to one leader and in
+    no other edge (most of a hot bucket) is a pendant and stays out of the label rounds:
+    only the best pendant of each leader joins them (which is all the leader's cluster
+    needs to pick its survivor), and every pendant then takes its leader's label from a side
+    input of leaders' labels (leaders are few). So a million near copies of a picture cost one
+    pass, not `rounds` joins.
     """
 
     def __init__(
@@ -235,20 +297,69 @@ class SimilarityStage(beam.PTransform):
         self.hub_degree = hub_degree
 
     def expand(self, profiles: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
-        edges = profiles | "Edges" >> self.edges
+        found = profiles | "Edges" >> self.edges
+        edges, attachments = found if isinstance(found, tuple) else (found, None)
+        pendants = None
+        if attachments is not None:
+            # in the graph anyway: both ends of an edge, and every leader (so a leader that is
+            # itself attached to another bucket's leader links the two clusters)
+            linked = (
+                (
+                    edges | "EdgeNodes" >> beam.FlatMap(lambda e: [(e[0], True), (e[1], True)]),
+                    attachments | "LeaderNodes" >> beam.Map(lambda e: (e[0], True)),
+                )
+                | "AllLinked" >> beam.Flatten()
+                | "Linked" >> beam.CombinePerKey(any)
+            )
+            leaders = (
+                attachments
+                | "ByMember" >> beam.Map(lambda e: (e[1], e))
+                | "LeadersOfMember" >> beam.CombinePerKey(_LeadersOfMember(self.closest))
+            )
+            split = (
+                {"leaders": leaders, "linked": linked}
+                | "JoinLinked" >> beam.CoGroupByKey()
+                | "PendantOrLinked"
+                >> beam.FlatMap(_pendant_or_linked).with_outputs("pendant", main="linked")
+            )
+            pendants = split.pendant
+            best_pendants = (
+                pendants
+                | "ByLeader" >> beam.Map(lambda e: (e[0], e))
+                | "BestPendant" >> beam.CombinePerKey(lambda es: min(es, key=lambda e: e[1]))
+                | "BestPendantEdge" >> beam.Values()
+            )
+            edges = (edges, split.linked, best_pendants) | "GraphEdges" >> beam.Flatten()
         labels = (
             edges
             | "PlainEdges" >> beam.Map(_plain_edge)
             | "Clusters" >> ConnectedComponents(self.rounds, self.hub_degree)
-            | "LabelByKey" >> beam.Map(lambda nl: (nl[0][-1], nl))
         )
+        scored = edges
+        if pendants is not None:
+            leader_set = beam.pvalue.AsDict(
+                pendants
+                | "PendantLeaders" >> beam.Map(lambda e: (e[0], True))
+                | "OneLeader" >> beam.CombinePerKey(any)
+            )
+            leader_labels = labels | "LeaderLabels" >> beam.FlatMap(_leader_label, leader_set)
+            pendant_labels = pendants | "PendantLabels" >> beam.Map(
+                _pendant_label, beam.pvalue.AsDict(leader_labels)
+            )
+            labels = (
+                (labels, pendant_labels)
+                | "AllLabels" >> beam.Flatten()
+                | "OneLabel" >> beam.CombinePerKey(min)
+            )
+            scored = (edges, pendants) | "ScoredEdges" >> beam.Flatten()
+        keyed_labels = labels | "LabelByKey" >> beam.Map(lambda nl: (nl[0][-1], nl))
         values = (
-            edges
+            scored
             | "EdgeValues" >> beam.FlatMap(_best_edge_values)
             | "StrongestEdge" >> beam.CombinePerKey(self.closest)
         )
         decisions = (
-            {"label": labels, "value": values}
+            {"label": keyed_labels, "value": values}
             | "JoinValues" >> beam.CoGroupByKey()
             | "Decide" >> beam.FlatMap(_decide, self.reason, self.detail, self.limit)
         )
