@@ -33,6 +33,7 @@ import apache_beam as beam
 from dedupe.keep_best import DEFAULT_HOT_CAP, JoinOne, salt_of
 from lait.record import CaptionSource, Record, RejectReason, Status
 from pipeline.fetch import FetchConfig, Fetcher, FetchRejected
+from pipeline.fetch.metrics import FetchMetrics
 from pipeline.fetch.urls import politeness_key
 from pipeline.image import ImageProcessor
 from pipeline.image.config import ImageConfig
@@ -122,6 +123,7 @@ class FetchImages(beam.DoFn):
         self.processor = ImageProcessor(self.image_config)
         self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="lait-fetch")
         self.progress = ProgressWriter(self.progress_folder) if self.progress_folder else None
+        self.fetch_metrics = FetchMetrics()
         self.urls = beam.metrics.Metrics.counter(NAMESPACE, "download.urls")
         self.staged_bytes = beam.metrics.Metrics.counter(NAMESPACE, "download.staged_bytes")
 
@@ -136,6 +138,7 @@ class FetchImages(beam.DoFn):
                 batch = []
         if batch:
             yield from self.fetch_batch(batch)
+        self.fetch_metrics.publish(self.fetcher)  # requests, DNS lookups, robots.txt fetches
 
     def fetch_batch(self, urls: list[str]) -> Iterator[FetchedImage]:
         """Fetch and resize `urls` on the thread pool; stage the kept images in one file."""
@@ -193,7 +196,8 @@ class FetchDistinctUrls(beam.PTransform):
         splits = self.fetch.max_workers_per_host
         return (
             urls
-            | "ByHostSplit" >> beam.Map(lambda url: ((politeness_key(url), salt_of(url, splits)), url))
+            | "ByHostSplit"
+            >> beam.Map(lambda url: ((politeness_key(url), salt_of(url, splits)), url))
             | "HostSplits" >> beam.GroupByKey()
             | "Fetch"
             >> beam.ParDo(
