@@ -91,8 +91,11 @@ class RejectReason(StrEnum):
     TOO_SMALL = "too_small"
     BAD_ASPECT_RATIO = "bad_aspect_ratio"
     TOO_FEW_BYTES = "too_few_bytes"
-    # CLIP scoring and LAIT's best-caption aggregation
+    # CLIP scoring, the content heads on its image embedding, LAIT's best-caption aggregation
     LOW_CLIP_SCORE = "low_clip_score"
+    NONNATURAL_IMAGE = "nonnatural_image"  # a chart, screenshot, slide, logo or text banner
+    UNSAFE_IMAGE = "unsafe_image"  # the unsafe (NSFW) head scored it above its threshold
+    WATERMARKED_IMAGE = "watermarked_image"
     NOT_BEST_CAPTION = "not_best_caption"
     # dedupe and decontamination
     DUPLICATE_EXACT = "duplicate_exact"
@@ -149,7 +152,13 @@ def _reasons_by_stage() -> dict[RejectReason, Stage]:
         ),
         Stage.DECODE: (r.UNDECODABLE_IMAGE, r.TRUNCATED_IMAGE, r.DECOMPRESSION_BOMB),
         Stage.IMAGE_FILTER: (r.TOO_SMALL, r.BAD_ASPECT_RATIO, r.TOO_FEW_BYTES),
-        Stage.CLIP: (r.LOW_CLIP_SCORE, r.NOT_BEST_CAPTION),
+        Stage.CLIP: (
+            r.LOW_CLIP_SCORE,
+            r.NONNATURAL_IMAGE,
+            r.UNSAFE_IMAGE,
+            r.WATERMARKED_IMAGE,
+            r.NOT_BEST_CAPTION,
+        ),
         Stage.DEDUPE: (
             r.DUPLICATE_EXACT,
             r.DUPLICATE_URL,
@@ -265,6 +274,14 @@ class Record:
     language: str | None = None
     language_score: float | None = None
     clip_score: float | None = None
+    # Content heads on the CLIP image embedding (`pipeline.clip`): probabilities in [0, 1],
+    # None where the head is off or the record was never scored.
+    p_nonnatural: float | None = None
+    p_unsafe: float | None = None
+    p_watermark: float | None = None
+    # Faces blurred in the stored image (`image.blur_faces`): a JSON list of [x1, y1, x2, y2]
+    # boxes in the stored image's pixels, "[]" when none was found, None when not looked for.
+    face_boxes: str | None = None
     status: Status = Status.CANDIDATE
     reject_stage: Stage | None = None
     reject_reason: RejectReason | None = None
@@ -403,7 +420,7 @@ def make_replacer(*fields: str) -> Callable[..., Record]:
         with_language = make_replacer("language", "language_score")
         with_language(record, "en", 0.93)  # == dataclasses.replace(record, language=..., ...)
 
-    `replace` goes through `__init__`, where a frozen dataclass sets each of the 27 fields
+    `replace` goes through `__init__`, where a frozen dataclass sets each of its 32 fields
     with `object.__setattr__` (about 4 µs a record, more than fastText's own prediction).
     The copy here is generated code, as dataclasses generate `__init__`: one slot read and
     one slot store per field. The result is an ordinary, frozen `Record`: equal, hashing

@@ -61,6 +61,9 @@ def accepted(i: int, caption: str | None = None, clip: bool = True) -> Record:
         language=language,
         language_score=0.9 + (i % 10) / 100 if language else None,
         clip_score=round(0.22 + (i * 7 % 25) / 100, 4) if clip else None,
+        p_nonnatural=round((i * 13 % 40) / 100, 4) if clip else None,
+        p_watermark=round((i * 7 % 45) / 100, 4) if clip else None,
+        face_boxes=("[[10, 10, 60, 60]]" if i % 5 == 0 else "[]") if clip else None,
     ).accepted()
 
 
@@ -72,6 +75,7 @@ def rejected(
     url: str | None = None,
     duplicate_of: str | None = None,
     clip_score: float | None = None,
+    **fields: Any,
 ) -> Record:
     candidate = Record.candidate(
         source="demo-web",
@@ -81,7 +85,15 @@ def rejected(
     )
     if clip_score is not None:
         candidate = dataclasses.replace(candidate, clip_score=clip_score)
+    candidate = dataclasses.replace(candidate, **fields)
     return candidate.rejected(reason, detail=f"detail {i}", duplicate_of=duplicate_of)
+
+
+# Content-head rejects: (reason, probability column, probabilities).
+CONTENT_REJECTS = [
+    (RejectReason.NONNATURAL_IMAGE, "p_nonnatural", (0.97, 0.62, 0.81)),
+    (RejectReason.WATERMARKED_IMAGE, "p_watermark", (0.9, 0.55)),
+]
 
 
 REJECTS: list[tuple[RejectReason, int]] = [
@@ -113,11 +125,23 @@ def audit_records() -> list[Record]:
     )
     records.append(rejected(n + 5, RejectReason.DUPLICATE_PERCEPTUAL, duplicate_of=survivor))
     records.append(rejected(n + 6, RejectReason.DUPLICATE_CAPTION, duplicate_of=records[5].key))
+    n += 7
+    for reason, column, values in CONTENT_REJECTS:
+        for value in values:
+            records.append(rejected(n, reason, clip_score=0.3, **{column: value}))
+            n += 1
     return records
 
 
 RUN = {
     "clip_threshold": THRESHOLD,
+    "clip": {
+        "threshold": THRESHOLD,
+        "content_heads": {
+            "nonnatural": {"head": "lait-demo-nonnatural", "threshold": 0.5, "reject": True},
+            "watermark": {"head": "lait-demo-watermark", "threshold": 0.5, "reject": True},
+        },
+    },
     "started": "2026-11-23T07:00:00Z",
     "seconds": 12.5,
     "sources": ["demo-web", "cc-list"],
@@ -191,7 +215,9 @@ def test_figures_cover_the_distributions(report: tuple) -> None:
     _, _, _, figures = report
     dist = figures["distributions"]
     assert dist["clip_score"]["accepted"]["summary"]["n"] == ACCEPTED
-    assert dist["clip_score"]["rejected"]["summary"]["n"] == 2
+    # Two LOW_CLIP_SCORE rejects and the content heads' rejects (scored, then rejected).
+    content = sum(len(values) for _, _, values in CONTENT_REJECTS)
+    assert dist["clip_score"]["rejected"]["summary"]["n"] == 2 + content
     assert sum(dist["width"]["accepted"]["counts"]) == ACCEPTED
     assert figures["languages"]["counts"]["(not identified)"] == ACCEPTED // len(LANGUAGES)
     assert figures["languages"]["exact"] is True
@@ -221,6 +247,24 @@ def test_galleries(report: tuple) -> None:
         "duplicate_exact",
         "duplicate_perceptual",
     }
+
+
+def test_content_head_galleries(report: tuple) -> None:
+    _, _, html, figures = report
+    heads = figures["content_heads"]
+    assert set(heads) == {"nonnatural", "watermark"}  # the unsafe head scored nothing
+    for reason, column, values in CONTENT_REJECTS:
+        head = heads[column[2:]]
+        assert head["head"] == f"lait-demo-{column[2:]}" and head["threshold"] == 0.5
+        assert head["rejected"] == len(values) == len(head["lowest_rejected"])
+        assert [r[column] for r in head["lowest_rejected"]] == sorted(values)
+        assert all(r["reject_reason"] == reason.value for r in head["lowest_rejected"])
+        shown = [r[column] for r in head["highest_accepted"]]
+        every = sorted((getattr(accepted(i), column) for i in range(ACCEPTED)), reverse=True)
+        assert shown == every[:12] and head["scored"] == ACCEPTED + len(values)
+        assert f'data-head="{column[2:]}"' in html
+    assert figures["faces"] == {"images_checked": 30, "images_with_faces": 6, "faces": 6}
+    assert 'id="content"' in html and "Lowest-scored rejected" in html
 
 
 def test_report_is_deterministic_and_seeded(tmp_path: Path) -> None:
@@ -256,6 +300,7 @@ def test_sections_without_data_say_so(tmp_path: Path) -> None:
     assert "No languages identified yet" in html
     assert "Nothing was rejected." in html
     assert "No duplicates recorded" in html
+    assert "No content head ran on this dataset" in html
     figures = json.loads((tmp_path / "plain" / "report.json").read_text())
     assert figures["clip_threshold"] is None and figures["galleries"]["near_threshold"] == []
 

@@ -89,6 +89,19 @@ def test_funnel_numbers_in_the_dom_equal_stats_json(rendered: dict[str, Any]) ->
         assert int(totals[figure].replace(",", "")) == stats[figure]
 
 
+def test_content_filter_section_renders_its_galleries(rendered: dict[str, Any]) -> None:
+    dom = rendered["dom"]
+    assert re.search(r'<section[^>]+id="content"', dom), "no content-filter section"
+    blocks = dict(re.findall(r'data-head="(\w+)">(.*?)(?=<div class="head"|</section>)', dom, re.S))
+    assert set(blocks) == {"nonnatural", "watermark"}
+    for signal, block in blocks.items():
+        # Highest-scored accepted: thumbnails from the shards, each with its probability.
+        assert len(re.findall(r'<img[^>]+src="data:image/jpeg', block)) >= 5, signal
+        assert f"p_{signal} " in block
+        # Lowest-scored rejected: the ledger's rows, as text.
+        assert "Lowest-scored rejected" in block and "<table" in block
+
+
 def test_injected_captions_do_not_execute(rendered: dict[str, Any]) -> None:
     dom = rendered["dom"]
     title = re.search(r"<title>(.*?)</title>", dom, re.S)

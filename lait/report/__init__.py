@@ -70,6 +70,8 @@ def _wanted_images(data: ReportData) -> dict[int, set[str]]:
     """{shard id: keys} of every accepted sample a gallery shows."""
     rows: list[dict[str, Any] | None] = [*data.random_accepted, *data.near_threshold]
     rows += [c.survivor for c in data.duplicate_clusters if c.survivor_status == "accepted"]
+    for head in data.content_heads.values():
+        rows += head["highest_accepted"]
     wanted: dict[int, set[str]] = collections.defaultdict(set)
     for row in rows:
         if row is not None and row.get("shard") is not None:

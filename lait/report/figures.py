@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 import math
 import platform
 from collections.abc import Iterator
@@ -43,6 +44,10 @@ GALLERY_COLUMNS = [
     "language",
     "language_score",
     "clip_score",
+    "p_nonnatural",
+    "p_unsafe",
+    "p_watermark",
+    "face_boxes",
 ]
 REJECT_COLUMNS = [
     *GALLERY_COLUMNS,
@@ -51,6 +56,13 @@ REJECT_COLUMNS = [
     "reject_detail",
     "duplicate_of",
 ]
+
+# The content heads on the CLIP image embedding: signal -> (probability column, its reject).
+CONTENT_HEADS: dict[str, tuple[str, RejectReason]] = {
+    "nonnatural": ("p_nonnatural", RejectReason.NONNATURAL_IMAGE),
+    "unsafe": ("p_unsafe", RejectReason.UNSAFE_IMAGE),
+    "watermark": ("p_watermark", RejectReason.WATERMARKED_IMAGE),
+}
 
 # Reasons grouped for the opt-out and safety section, in the order the page lists them.
 OPT_OUT_REASONS = (RejectReason.X_ROBOTS_TAG_OPT_OUT, RejectReason.ROBOTS_TXT_DISALLOWED)
@@ -125,6 +137,10 @@ class ReportData:
     lowest_clip: bool  # near_threshold holds the lowest scores because no threshold is known
     rejected_by_reason: dict[str, list[dict[str, Any]]]
     duplicate_clusters: list[DuplicateCluster]
+    # Per content head that scored anything: counts, its threshold (from stats.json's run),
+    # the highest-scored accepted rows and the lowest-scored rejected ones.
+    content_heads: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    faces: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def top_domains(self, n: int = TOP_DOMAINS) -> list[dict[str, Any]]:
         """The n domains with the most candidates, with accepted and rejected counts."""
@@ -181,6 +197,8 @@ class ReportData:
                 "rejected_by_reason": self.rejected_by_reason,
                 "duplicate_clusters": [dataclasses.asdict(c) for c in self.duplicate_clusters],
             },
+            "content_heads": self.content_heads,
+            "faces": self.faces,
             "run": self.run,
         }
 
@@ -322,6 +340,16 @@ def collect_report_data(dataset: str, *, gallery_size: int = 24, seed: int = 0) 
     nearest = SmallestK(gallery_size)
     per_reason = Reservoir(max(3, min(8, gallery_size // 3)), seed + 1)
     duplicates = Reservoir(max(1, gallery_size // 2), seed + 2)
+    heads = {signal: _HeadGalleries(gallery_size, signal) for signal in CONTENT_HEADS}
+    faces = {"images_checked": 0, "images_with_faces": 0, "faces": 0}
+
+    def count_faces(table: pa.Table) -> None:
+        for text in table["face_boxes"].to_pylist():
+            if text is not None:
+                found = len(json.loads(text))
+                faces["images_checked"] += 1
+                faces["images_with_faces"] += found > 0
+                faces["faces"] += found
 
     def measure(kind: str, table: pa.Table) -> None:
         hist = histograms[kind]
@@ -345,6 +373,9 @@ def collect_report_data(dataset: str, *, gallery_size: int = 24, seed: int = 0) 
             languages.add(table["language"], missing_label=_NO_LANGUAGE)
             caption_sources.add(table["caption_source"], missing_label="(unknown)")
             random_accepted.add(table)
+            count_faces(table)
+            for galleries in heads.values():
+                galleries.add_accepted(table)
             if threshold is not None:
                 nearest.add(table, pc.abs(pc.subtract(table["clip_score"], threshold)))
             else:  # no threshold: the lowest-scoring accepted samples are the borderline ones
@@ -362,6 +393,8 @@ def collect_report_data(dataset: str, *, gallery_size: int = 24, seed: int = 0) 
             per_reason.add(table, groups=reason_column.to_pylist())
             is_duplicate = pc.is_valid(table["duplicate_of"])
             duplicates.add(table.filter(is_duplicate))
+            for galleries in heads.values():
+                galleries.add_rejected(table, reason_column)
 
     funnel, funnel_warnings = build_funnel(accepted, dict(stage_reasons))
     warnings += funnel_warnings
@@ -427,7 +460,55 @@ def collect_report_data(dataset: str, *, gallery_size: int = 24, seed: int = 0) 
             for reason in sorted(per_reason.groups(), key=lambda g: (-reasons[g], g))
         },
         duplicate_clusters=clusters,
+        content_heads={
+            signal: galleries.figures(signal, run, reasons)
+            for signal, galleries in heads.items()
+            if galleries.scored
+        },
+        faces=faces if faces["images_checked"] else {},
     )
+
+
+class _HeadGalleries:
+    """One content head's galleries: highest-scored accepted, lowest-scored rejected."""
+
+    def __init__(self, size: int, signal: str) -> None:
+        self.column, self.reason = CONTENT_HEADS[signal]
+        self.highest_accepted = SmallestK(size)
+        self.lowest_rejected = SmallestK(size)
+        self.scored = 0
+
+    def add_accepted(self, table: pa.Table) -> None:
+        values = _probabilities(table, self.column)
+        self.scored += table.num_rows - values.null_count
+        self.highest_accepted.add(table, pc.negate(values))
+
+    def add_rejected(self, table: pa.Table, reasons: pa.ChunkedArray) -> None:
+        values = _probabilities(table, self.column)
+        self.scored += table.num_rows - values.null_count
+        mine = pc.equal(reasons, self.reason.value)
+        self.lowest_rejected.add(table.filter(mine), pc.filter(values, mine))
+
+    def figures(self, signal: str, run: dict[str, Any], reasons: dict[str, int]) -> dict[str, Any]:
+        """report.json's entry of this head."""
+        heads = (run.get("clip") or {}).get("content_heads") or {}
+        head = heads.get(signal) or {}
+        return {
+            "column": self.column,
+            "reason": self.reason.value,
+            "head": head.get("head"),
+            "threshold": head.get("threshold"),
+            "scored": self.scored,
+            "rejected": reasons.get(self.reason.value, 0),
+            "highest_accepted": [_clean_row(r) for r in self.highest_accepted.rows()],
+            "lowest_rejected": [_clean_row(r) for r in self.lowest_rejected.rows()],
+        }
+
+
+def _probabilities(table: pa.Table, column: str) -> pa.ChunkedArray:
+    """A probability column as float64 (null where the head did not run; a parquet file
+    written before the heads existed has the column all null)."""
+    return pc.cast(table[column], pa.float64())
 
 
 def _duplicate_clusters(

@@ -463,6 +463,11 @@ def _sample_meta(row: dict[str, Any]) -> Html:
                 class_="pill",
             )
         )
+    for signal in ("nonnatural", "unsafe", "watermark"):
+        if row.get(f"p_{signal}") is not None:
+            parts.append(el("span", f"p_{signal} {_num(row[f'p_{signal}'])}", class_="pill"))
+    if row.get("face_boxes") not in (None, "[]"):
+        parts.append(el("span", "faces blurred", class_="pill"))
     if row.get("width") and row.get("height"):
         parts.append(el("span", f"{row['width']}×{row['height']}", class_="pill"))
     if row.get("num_bytes"):
@@ -591,6 +596,61 @@ def _rejected_gallery(data: ReportData, thumbnails: Thumbnails) -> Html:
         "Crawled text is shown as text.",
         *blocks,
     )
+
+
+_HEAD_TITLES = {
+    "nonnatural": "Non-natural images (charts, screenshots, slides, logos, text banners)",
+    "unsafe": "Unsafe images",
+    "watermark": "Watermarked images",
+}
+
+
+def _content_heads(data: ReportData, thumbnails: Thumbnails) -> Html:
+    lede = (
+        "Heads on the CLIP image embedding score each downloaded image; above a head's "
+        "threshold it is rejected with the head's reason. Per head: the accepted samples it "
+        "scored highest (if these look like what it should catch, its threshold is too high) "
+        "and the rejects it scored lowest (if these look fine, too low; the ledger keeps no "
+        "pixels, so they are listed as text)."
+    )
+    if not data.content_heads:
+        return _section(
+            "content",
+            "Content filters",
+            lede,
+            _empty("No content head ran on this dataset (clip.nonnatural/unsafe/watermark)."),
+        )
+    blocks: list[Html] = []
+    for signal, head in data.content_heads.items():
+        threshold = head.get("threshold")
+        summary = el(
+            "p",
+            el("code", head.get("head") or "(head not recorded)"),
+            f" · threshold {_num(threshold) if threshold is not None else '—'} · "
+            f"{_int(head['scored'])} scored · ",
+            el("b", _int(head["rejected"])),
+            f" rejected as {head['reason']}",
+            class_="muted",
+        )
+        accepted = head["highest_accepted"]
+        rejected = [
+            {**row, "reject_detail": row.get("reject_detail") or f"{head['column']}"}
+            for row in head["lowest_rejected"]
+        ]
+        blocks.append(
+            el(
+                "div",
+                el("h3", _HEAD_TITLES.get(signal, signal)),
+                summary,
+                el("h4", "Highest-scored accepted"),
+                _gallery(accepted, thumbnails) if accepted else _empty("None accepted."),
+                el("h4", "Lowest-scored rejected"),
+                _reject_rows(rejected, thumbnails) if rejected else _empty("None rejected."),
+                class_="head",
+                data__head=signal,
+            )
+        )
+    return _section("content", "Content filters", lede, *blocks)
 
 
 def _cluster(cluster: DuplicateCluster, thumbnails: Thumbnails) -> Html:
@@ -772,6 +832,7 @@ _NAV = [
     ("random", "Samples"),
     ("threshold", "Near threshold"),
     ("rejected", "Rejected"),
+    ("content", "Content"),
     ("duplicates", "Duplicates"),
     ("safety", "Opt-out & safety"),
     ("provenance", "Provenance"),
@@ -813,6 +874,7 @@ def render_page(data: ReportData, thumbnails: Thumbnails) -> str:
         _random_gallery(data, thumbnails),
         _threshold_gallery(data, thumbnails),
         _rejected_gallery(data, thumbnails),
+        _content_heads(data, thumbnails),
         _duplicates(data, thumbnails),
         _safety(data),
         _provenance(data),

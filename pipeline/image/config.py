@@ -21,3 +21,6 @@ class ImageConfig:
     max_aspect_ratio: float = 3.0
     min_bytes: int = 1_000
     max_pixels: int = 89_478_485  # Pillow's decompression-bomb limit
+    # Blur faces in the stored image (OpenCV's Haar cascade), recording their boxes in
+    # `face_boxes`, as DataComp releases its pool.
+    blur_faces: bool = False

@@ -1,7 +1,8 @@
 """From fetched bytes to a shard-ready image: decode, filter (LAIT's rules), resize.
 
 Resizing and encoding use img2dataset's `Resizer`, so the output matches what an
-img2dataset user gets for the same options.
+img2dataset user gets for the same options. With `blur_faces`, faces are then found in the
+resized image and blurred before the bytes are stored (`pipeline.image.faces`).
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import io
 
 import cv2
 import imagehash
+import numpy as np
 from img2dataset import resizer as img2dataset_resizer
 from img2dataset.resizer import Resizer
 
 from lait.record import Record, RejectReason
 from pipeline.image.config import ImageConfig
 from pipeline.image.decode import ImageRejected, decode_image
+from pipeline.image.faces import FaceBlurrer, boxes_json
 
 __all__ = ["ImageProcessor", "ImageRejected"]
 
@@ -42,6 +45,7 @@ class ImageProcessor:
             encode_format=config.encode_format,
             encode_quality=config.encode_quality,
         )
+        self._faces = FaceBlurrer() if config.blur_faces else None
 
     def process(self, record: Record) -> Record:
         """Decode, filter and resize `record.image`; a failure becomes a reject reason."""
@@ -83,6 +87,9 @@ class ImageProcessor:
         encoded, out_width, out_height, _, _, error = self._resizer(io.BytesIO(decoded.encoded))
         if error is not None or encoded is None:
             raise ImageRejected(RejectReason.UNDECODABLE_IMAGE, f"resizer: {error}")
+        face_boxes = None
+        if self._faces is not None:
+            encoded, face_boxes = self._blur_faces(encoded, self._faces)
         return dataclasses.replace(
             record,
             image=encoded,
@@ -95,4 +102,21 @@ class ImageProcessor:
             sha256=hashlib.sha256(data).hexdigest(),
             phash=str(imagehash.phash(decoded.preview)),
             exif=decoded.exif,
+            face_boxes=face_boxes,
         )
+
+    def _blur_faces(self, encoded: bytes, faces: FaceBlurrer) -> tuple[bytes, str]:
+        """The stored bytes with faces blurred (unchanged when none is found), and the boxes."""
+        pixels = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_UNCHANGED)
+        if pixels is None:
+            raise ImageRejected(RejectReason.UNDECODABLE_IMAGE, "resized image does not decode")
+        boxes = faces.detect(pixels)
+        if not boxes:
+            return encoded, boxes_json(boxes)
+        blurred = faces.blur(pixels, boxes)
+        ok, buffer = cv2.imencode(
+            f".{self.config.encode_format}", blurred, self._resizer.encode_params
+        )
+        if not ok:
+            raise ImageRejected(RejectReason.UNDECODABLE_IMAGE, "cannot re-encode blurred image")
+        return buffer.tobytes(), boxes_json(boxes)
