@@ -43,6 +43,11 @@ def test_rules(caption: str, reason: RejectReason | None) -> None:
 def test_cleaning() -> None:
     assert clean_caption("  a &amp;amp; b\u200b <b>red</b>\n circle ") == "a & b red circle"
     assert clean_caption("cafe\u0301") == "café"
+    # A control character separates words; a zero-width one sits inside a word.
+    assert (
+        clean_caption("control\x01chars and\x0bmore\u2028lines") == "control chars and more lines"
+    )
+    assert clean_caption("zero\u200bwidth\ufeff") == "zerowidth"
 
 
 def test_extra_boilerplate_and_bounds() -> None:
