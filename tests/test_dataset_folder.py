@@ -273,3 +273,26 @@ def test_folder_on_an_fsspec_store_reads_and_counts(
     assert folder.sizes() == {"00000.tar": 4, "00001.tar": 4, "00002.tar": 2}
     assert compute_stats(url)["accepted"] == 10
     assert len(list(folder.iter_samples())) == 10
+
+
+def test_lait_info_on_a_run_that_accepted_nothing(
+    tmp_path: Path,
+    make_accepted: Make,
+    make_rejected: MakeRejected,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """0 samples is a valid outcome whose counts add up: info says so and exits 0."""
+    from lait.cli import main
+
+    with DatasetWriter(tmp_path / "none", rejects_per_part=3) as writer:
+        for i in range(5):
+            writer.write(make_rejected(i, REASONS[i % 3]))
+    assert main(["info", str(tmp_path / "none")]) == 0
+    out = capsys.readouterr().out
+    assert "shards: 0" in out and "open_clip" not in out
+    # Beside a folder with shards, the mix names only that one.
+    _write_demo_folder(tmp_path / "some", make_accepted, make_rejected)
+    assert main(["info", str(tmp_path / "none"), str(tmp_path / "some")]) == 0
+    out = capsys.readouterr().out
+    assert "open_clip" in out and str(tmp_path / "some") in out.split("open_clip")[1]
+    assert str(tmp_path / "none") not in out.split("open_clip")[1]

@@ -143,9 +143,14 @@ def _run_info(args: argparse.Namespace) -> int:
         except StatsMismatchError as error:
             print(f"counts do not add up in {path}: {error}", file=sys.stderr)
             return 1
-        print(f"shards: {stats['shards']}  webdataset: {folder.webdataset_urls()}")
-    mix = shard_mix(args.dataset)
-    print(f"open_clip: {shlex.join(mix.open_clip_args())}")
+        if stats["shards"]:
+            print(f"shards: {stats['shards']}  webdataset: {folder.webdataset_urls()}")
+        else:  # a run may accept nothing; its ledger still says why
+            print("shards: 0 (no sample was accepted: see the reasons above)")
+    with_samples = [path for path in args.dataset if DatasetFolder(path).shard_ids()]
+    if with_samples:
+        mix = shard_mix(with_samples)
+        print(f"open_clip: {shlex.join(mix.open_clip_args())}")
     return 0
 
 
