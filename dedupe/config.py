@@ -43,10 +43,16 @@ class DedupeConfig:
     semantic_sample: int = 20_000
     semantic_iterations: int = 20
 
-    # decontamination: evaluation image files or folders; a training image within
-    # `eval_phash_threshold` bits (and the colour check) of one of them is dropped
+    # decontamination: evaluation sets (image files or folders, Karpathy split files; local,
+    # gs:// or s3://); a training image within `eval_phash_threshold` bits (and the colour
+    # check) of any evaluation image is dropped, and so is a record whose caption is one of the
+    # sets' captions (same words) or near one (word-shingle Jaccard >= eval_caption_threshold,
+    # captions of at least eval_caption_min_words words), or whose image URL one names
     eval_images: tuple[str, ...] = ()
     eval_phash_threshold: int = 10
+    eval_caption_threshold: float = 0.8
+    eval_caption_shingle_words: int = 1
+    eval_caption_min_words: int = 6
 
     # rounds of min-label propagation when joining edges into clusters
     component_rounds: int = 6

@@ -16,7 +16,7 @@ from apache_beam.metrics import Metrics
 from dedupe.caption import CaptionEdges
 from dedupe.config import DedupeConfig
 from dedupe.decisions import Decision, decision_order
-from dedupe.decontaminate import ContaminationDecisions, EvalFingerprints, EvalImage
+from dedupe.decontaminate import ContaminationDecisions, EvalImage, EvalSets
 from dedupe.perceptual import PerceptualStage
 from dedupe.profile import best_profile, profile_of, record_order
 from dedupe.semantic import SemanticEdges
@@ -101,10 +101,17 @@ class Deduplicate(beam.PTransform):
         )
         decisions = []
 
-        evals = self._eval_images(records.pipeline)
+        evals = self._eval_sets(records.pipeline)
         if evals is not None:
+            eval_images, eval_texts = evals
             contaminated = profiles | "Decontaminate" >> ContaminationDecisions(
-                evals, config.eval_phash_threshold, config.phash_bands, config.colour_threshold
+                eval_images,
+                eval_texts,
+                config.eval_phash_threshold,
+                config.colour_threshold,
+                caption_threshold=config.eval_caption_threshold,
+                caption_shingle_words=config.eval_caption_shingle_words,
+                caption_min_words=config.eval_caption_min_words,
             )
             decisions.append(contaminated)
             profiles = profiles | "NotContaminated" >> WithoutDecided(contaminated)
@@ -171,15 +178,18 @@ class Deduplicate(beam.PTransform):
         )
         return (settled, decided) | "AllRecords" >> beam.Flatten()
 
-    def _eval_images(self, pipeline: beam.Pipeline) -> beam.PCollection | None:
-        parts = []
+    def _eval_sets(
+        self, pipeline: beam.Pipeline
+    ) -> tuple[beam.PCollection, beam.PCollection | None] | None:
+        images, texts = [], None
         if self.eval_images:
-            parts.append(pipeline | "GivenEvalImages" >> beam.Create(self.eval_images))
+            images.append(pipeline | "GivenEvalImages" >> beam.Create(self.eval_images))
         if self.config.eval_images:
-            parts.append(pipeline | "ReadEvalImages" >> EvalFingerprints(self.config.eval_images))
-        if not parts:
+            read, texts = pipeline | "ReadEvalSets" >> EvalSets(self.config.eval_images)
+            images.append(read)
+        if not images:
             return None
-        return parts | "EvalImages" >> beam.Flatten()
+        return images | "EvalImages" >> beam.Flatten(), texts
 
 
 def _best(profiles: Any) -> Any:
