@@ -26,6 +26,7 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -109,6 +110,17 @@ def _rows(rng: np.random.Generator, start: int, n: int, status: str) -> dict[str
     }
 
 
+def _table(rows: dict[str, list[Any]]) -> pa.Table:
+    """`rows` as a metadata table; columns the schema has and `_rows` does not know (a newer
+    optional column) are null, so the bench keeps running as the schema grows."""
+    n = len(rows["key"])
+    columns = {
+        field.name: rows[field.name] if field.name in rows else pa.nulls(n, field.type)
+        for field in METADATA_SCHEMA
+    }
+    return pa.Table.from_pydict(columns, schema=METADATA_SCHEMA)
+
+
 def _tar(path: Path, keys: list[str], captions: list[str], images: list[bytes]) -> None:
     with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
         for i, (key, caption) in enumerate(zip(keys, captions, strict=True)):
@@ -133,7 +145,7 @@ def build_folder(folder: Path, samples: int, seed: int = 0) -> None:
         images.append(buffer.getvalue())
     for shard in range(samples // SHARD_SIZE):
         rows = _rows(rng, shard * SHARD_SIZE, SHARD_SIZE, "accepted")
-        table = pa.Table.from_pydict(rows, schema=METADATA_SCHEMA)
+        table = _table(rows)
         pq.write_table(table, folder / layout.shard_parquet_name(shard), compression="zstd")
         if shard < SHARDS_WITH_TARS:
             _tar(folder / layout.shard_tar_name(shard), rows["key"], rows["caption"], images)
@@ -161,7 +173,7 @@ def build_folder(folder: Path, samples: int, seed: int = 0) -> None:
             round(float(c) - 0.1, 4) if r is RejectReason.LOW_CLIP_SCORE else None
             for r, c in zip(chosen, rows["clip_score"], strict=True)
         ]
-        table = pa.Table.from_pydict(rows, schema=METADATA_SCHEMA)
+        table = _table(rows)
         pq.write_table(table, folder / layout.rejects_part_name(part), compression="zstd")
     write_sizes(str(folder))
     run = {"clip_threshold": 0.3, "sources": ["web", "cc-list"], "note": "synthetic bench"}
