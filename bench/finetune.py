@@ -7,7 +7,7 @@ measures again. Prints the fine-tuned / zero-shot ratio of R@1 (mean of TR and I
 and first pass); the last line is one JSON object with every figure.
 
     python bench/finetune.py            # ~10 min on 2 idle CPU cores
-    python bench/finetune.py --smoke    # a minute: tiny model, few steps (checks it runs)
+    python bench/finetune.py --smoke    # seconds: tiny model, few steps (checks it runs)
     python bench/finetune.py --checkpoint out/demo/pretrain/02-cc_sbu/final \
         --karpathy-json out/demo/benchmark/dataset_demo.json   # lait demo's model, ~2 min
 
@@ -110,8 +110,8 @@ def main() -> int:
         parser.error("--checkpoint needs --karpathy-json (e.g. lait demo's benchmark)")
     if not torch.cuda.is_available():
         torch.set_num_threads(2)
-    scenes, steps = (64, 20) if args.smoke else (args.scenes, args.pretrain_steps)
-    n_train, n_test = (40, 20) if args.smoke else (300, 100)
+    scenes, steps = (32, 4) if args.smoke else (args.scenes, args.pretrain_steps)
+    n_train, n_test = (16, 8) if args.smoke else (300, 100)
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(args.out or scratch)
@@ -139,8 +139,8 @@ def main() -> int:
         pretrain_seconds = time.monotonic() - started
         config = FinetuneConfig(
             epochs=1 if args.smoke else args.epochs,
-            max_steps=10 if args.smoke else None,
-            batch_size=32,
+            max_steps=2 if args.smoke else None,
+            batch_size=8 if args.smoke else 32,
             lr=args.lr,
             itc_weight=args.itc_weight,
             device=args.device,
