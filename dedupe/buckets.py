@@ -36,7 +36,11 @@ def spanning_edges(n: int, close: CloseFn, block: int) -> Iterator[tuple[int, in
             upper = ii < jj
             rows_found.append(ii[upper].astype(np.int32))
             cols_found.append(jj[upper].astype(np.int32))
-    ii, jj = np.concatenate(rows_found), np.concatenate(cols_found)
+    yield from forest_of_pairs(n, np.concatenate(rows_found), np.concatenate(cols_found))
+
+
+def forest_of_pairs(n: int, ii: np.ndarray, jj: np.ndarray) -> Iterator[tuple[int, int]]:
+    """(i, j) pairs, i < j, of a spanning forest of the graph with edges (ii[k], jj[k])."""
     if len(ii) == 0:
         return
     if len(ii) <= _FEW_PAIRS:  # most buckets: a few pairs, cheaper in Python than in scipy

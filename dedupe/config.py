@@ -37,9 +37,14 @@ class DedupeConfig:
     caption_bands: int = 16
 
     # semantic (needs embeddings joined by key): k-means, then cosine within a cluster
+    # (faiss). Clusters: `semantic_clusters` if set, else one per `semantic_cluster_size`
+    # embeddings, at most `semantic_max_clusters`; centroids fitted on a sample of at least
+    # `semantic_sample` embeddings (40 per cluster)
     semantic: bool = False
     semantic_threshold: float = 0.95
-    semantic_clusters: int = 64
+    semantic_clusters: int | None = None
+    semantic_cluster_size: int = 1000
+    semantic_max_clusters: int = 50_000
     semantic_sample: int = 20_000
     semantic_iterations: int = 20
 

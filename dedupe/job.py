@@ -19,6 +19,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import StandardOptions
 
 from dedupe.config import DedupeConfig
+from dedupe.embeddings import EmbeddingModel, ImageEmbeddings
 from dedupe.transform import Deduplicate
 from lait.dataset import (
     DatasetFolder,
@@ -112,14 +113,23 @@ def dedupe_dataset(
     samples_per_shard: int = 1000,
     rejects_per_part: int = 50_000,
     overwrite: bool = False,
+    embedding_model: EmbeddingModel | None = None,
 ) -> dict[str, Any]:
     """Dedupe `source_folders` together into `out_folder`; return its stats (also stats.json).
+
+    With `config.semantic`, `embedding_model` names the CLIP that embeds the shards' images
+    (on the workers, once per process) for the semantic stage.
 
     Raises `StatsMismatchError` if the output's candidates differ from the inputs' (a lost
     or doubled record), `lait.dataset.DatasetFolderError` for an unreadable input.
     """
     if not source_folders:
         raise ValueError("give at least one dataset folder to dedupe")
+    if config.semantic and embedding_model is None:
+        raise ValueError(
+            "semantic dedupe embeds the images with CLIP: name the model (lait dedupe "
+            "--clip-model NAME [--clip-pretrained TAG_OR_PATH]; lait-demo-clip for the demo web)"
+        )
     # A list, not a dict: the same folder given twice is read (and counted) twice.
     inputs = [
         {"folder": folder, "candidates": DatasetFolder(folder).stats()["candidates"]}
@@ -130,10 +140,15 @@ def dedupe_dataset(
     prepare_folder(out_folder, overwrite=overwrite)
     started = time.time()
     pipeline = beam.Pipeline(runner=local_runner() if local else None, options=options)
+    records = pipeline | "Read" >> ReadDatasets(list(source_folders))
+    embeddings = (
+        records | "Embed" >> ImageEmbeddings(embedding_model)
+        if config.semantic and embedding_model is not None
+        else None
+    )
     _ = (
-        pipeline
-        | "Read" >> ReadDatasets(list(source_folders))
-        | "Dedupe" >> Deduplicate(config)
+        records
+        | "Dedupe" >> Deduplicate(config, embeddings=embeddings)
         | "Settle" >> beam.Map(Record.accepted_if_live)
         | "Write" >> WriteDataset(out_folder, samples_per_shard, rejects_per_part)
     )
@@ -145,6 +160,8 @@ def dedupe_dataset(
         "inputs": inputs,
         "dedupe": dataclasses.asdict(config),
     }
+    if config.semantic and embedding_model is not None:
+        run["embeddings"] = dataclasses.asdict(embedding_model)
     stats = finalize(out_folder, run=run)
     if stats["candidates"] != read:
         raise StatsMismatchError(f"dedupe read {read} candidates but wrote {stats['candidates']}")

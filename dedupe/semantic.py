@@ -2,21 +2,33 @@
 within a cluster whose cosine similarity reaches the threshold.
 
 Embeddings come as a PCollection of (record key, 1-d numpy array), joined to the profiles by
-key (records without one are left alone). The centroids are fitted on a fixed-size sample
-(one small combine), every embedding is assigned to its nearest centroid with the centroids
-as a side input, and each cluster is compared all-pairs in one GroupByKey bucket.
+key (records without one are left alone). The number of clusters follows the number of
+embeddings N: ceil(N / cluster_size), at most `max_clusters` (or a fixed `clusters`). The
+centroids are fitted by faiss k-means on a sample of about max(sample, 40 k) embeddings (kept
+by a hash of the key, so reruns agree), every embedding is assigned to its nearest centroid
+with the centroids as a side input, and inside each cluster faiss finds every pair at or over
+the threshold (a range search over an exact inner-product index), from which a spanning
+forest of edges, each with its cosine, is emitted.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
+import faiss
 import numpy as np
+from apache_beam.metrics import Metrics
 
-from dedupe.buckets import spanning_edges
+from dedupe.buckets import forest_of_pairs
 from dedupe.profile import Profile, Rank
+from pipeline.outcomes import NAMESPACE
+
+KMEANS_SEED = 1234
+_SAMPLE_PER_CLUSTER = 40  # faiss asks for at least 39 training points per centroid
 
 
 def normalised(vector: Any) -> np.ndarray:
@@ -26,21 +38,42 @@ def normalised(vector: Any) -> np.ndarray:
     return array / norm if norm > 0 else array
 
 
-def kmeans(vectors: list[np.ndarray], k: int, iterations: int, seed: int = 0) -> np.ndarray:
-    """Spherical k-means centroids (k, d) of unit vectors; deterministic for a seed."""
+def cluster_count(n: int, clusters: int | None, cluster_size: int, max_clusters: int) -> int:
+    """How many k-means clusters for n embeddings: `clusters` if given, else one per
+    `cluster_size` embeddings, at most `max_clusters`, at least 1."""
+    if clusters is not None:
+        return max(1, min(clusters, n))
+    return max(1, min(max_clusters, math.ceil(n / cluster_size)))
+
+
+def kmeans(
+    vectors: list[np.ndarray], k: int, iterations: int, seed: int = KMEANS_SEED
+) -> np.ndarray:
+    """Spherical k-means centroids (k, d) of unit vectors (faiss); deterministic for a seed."""
     if not vectors:
         return np.zeros((0, 0), dtype=np.float32)
-    data = np.stack(sorted(vectors, key=lambda v: np.asarray(v).tobytes()))
+    data = np.ascontiguousarray(
+        np.stack(sorted(vectors, key=lambda v: np.asarray(v).tobytes())), dtype=np.float32
+    )
     k = min(k, len(data))
-    rng = np.random.default_rng(seed)
-    centroids = data[rng.choice(len(data), size=k, replace=False)]
-    for _ in range(iterations):
-        assigned = np.argmax(data @ centroids.T, axis=1)
-        for c in range(k):
-            members = data[assigned == c]
-            if len(members):
-                centroids[c] = normalised(members.mean(axis=0))
-    return centroids.astype(np.float32)
+    if k == len(data):
+        return data
+    model = faiss.Kmeans(
+        data.shape[1],
+        k,
+        niter=iterations,
+        seed=seed,
+        spherical=True,
+        verbose=False,
+        min_points_per_centroid=1,
+    )
+    model.train(data)
+    return np.asarray(model.centroids, dtype=np.float32)
+
+
+def _sampled(key: str, probability: float) -> bool:
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 < probability
 
 
 def _joined(element: tuple[str, dict[str, list[Any]]]) -> Iterator[tuple[Rank, np.ndarray]]:
@@ -50,38 +83,63 @@ def _joined(element: tuple[str, dict[str, list[Any]]]) -> Iterator[tuple[Rank, n
         yield profile.rank, normalised(joined["embedding"][0])
 
 
-def _assign(member: tuple[Rank, np.ndarray], centroids: np.ndarray) -> tuple[int, Any]:
-    return int(np.argmax(centroids @ member[1])) if len(centroids) else 0, member
+class _Assign(beam.DoFn):
+    """A member → (nearest centroid, member), the centroids in a faiss index built once."""
+
+    def __init__(self) -> None:
+        self._index: Any = None
+        self._source: int | None = None
+
+    def process(
+        self, member: tuple[Rank, np.ndarray], centroids: np.ndarray
+    ) -> Iterator[tuple[int, tuple[Rank, np.ndarray]]]:
+        if len(centroids) == 0:
+            yield 0, member
+            return
+        if self._source != id(centroids):
+            self._index = faiss.IndexFlatIP(centroids.shape[1])
+            self._index.add(np.ascontiguousarray(centroids, dtype=np.float32))
+            self._source = id(centroids)
+        _, nearest = self._index.search(member[1].reshape(1, -1), 1)
+        yield int(nearest[0, 0]), member
 
 
 def cluster_edges(
-    members: list[tuple[Rank, np.ndarray]], threshold: float, block: int
-) -> Iterator[tuple[Rank, Rank]]:
-    """Spanning edges between members with cosine similarity >= threshold."""
+    members: list[tuple[Rank, np.ndarray]], threshold: float, block: int = 4096
+) -> Iterator[tuple[Rank, Rank, float]]:
+    """Spanning edges (with their cosine) between members with cosine >= threshold."""
     if len(members) < 2:
         return
     members = sorted(members, key=lambda m: m[0])
-    matrix = np.stack([m[1] for m in members])
-
-    def close(rows: slice, cols: slice) -> np.ndarray:
-        similarity: np.ndarray = matrix[rows] @ matrix[cols].T >= threshold
-        return similarity
-
-    for i, j in spanning_edges(len(members), close, block):
-        yield members[i][0], members[j][0]
+    matrix = np.ascontiguousarray(np.stack([m[1] for m in members]), dtype=np.float32)
+    index = faiss.IndexFlatIP(matrix.shape[1])
+    index.add(matrix)
+    rows, cols = [], []
+    # range search keeps inner products strictly above the radius
+    radius = float(np.nextafter(np.float32(threshold), np.float32(-2)))
+    for start in range(0, len(matrix), block):
+        limits, _, found = index.range_search(matrix[start : start + block], radius)
+        counts: np.ndarray = np.diff(np.asarray(limits, dtype=np.int64)).astype(np.int64)
+        query = np.repeat(np.arange(start, start + len(counts)), counts)
+        upper = query < found
+        rows.append(query[upper].astype(np.int32))
+        cols.append(found[upper].astype(np.int32))
+    for i, j in forest_of_pairs(len(members), np.concatenate(rows), np.concatenate(cols)):
+        yield members[i][0], members[j][0], round(float(matrix[i] @ matrix[j]), 4)
 
 
 class SemanticEdges(beam.PTransform):
-    """Profiles (+ embeddings by key) → edges (Rank, Rank) between semantic duplicates."""
+    """Profiles (+ embeddings by key) → edges (Rank, Rank, cosine) between semantic duplicates."""
 
     def __init__(
         self,
         embeddings: beam.PCollection,
         threshold: float,
-        clusters: int,
+        clusters: int | None,
         sample: int,
         iterations: int,
-        block: int = 2048,
+        cluster_size: int = 1000,
+        max_clusters: int = 50_000,
     ) -> None:
         super().__init__()
         self.embeddings = embeddings
@@ -89,10 +147,12 @@ class SemanticEdges(beam.PTransform):
         self.clusters = clusters
         self.sample = sample
         self.iterations = iterations
-        self.block = block
+        self.cluster_size = cluster_size
+        self.max_clusters = max_clusters
 
     def expand(self, profiles: beam.PCollection) -> beam.PCollection:
-        threshold, block, k, iterations = self.threshold, self.block, self.clusters, self.iterations
+        threshold, iterations, sample = self.threshold, self.iterations, self.sample
+        clusters, size, most = self.clusters, self.cluster_size, self.max_clusters
         members = (
             {
                 "profile": profiles | "ByKey" >> beam.Map(lambda p: (p.key, p)),
@@ -101,19 +161,33 @@ class SemanticEdges(beam.PTransform):
             | "JoinEmbeddings" >> beam.CoGroupByKey()
             | "Embedded" >> beam.FlatMap(_joined)
         )
+        count = members | "Count" >> beam.combiners.Count.Globally()
+
+        def k_of(n: int) -> int:
+            return cluster_count(n, clusters, size, most)
+
+        def keep(member: tuple[Rank, np.ndarray], n: int) -> bool:
+            target = max(sample, _SAMPLE_PER_CLUSTER * k_of(n))
+            return _sampled(member[0][-1], target / max(1, n))
+
+        def fit(vectors: list[np.ndarray], n: int) -> np.ndarray:
+            Metrics.distribution(NAMESPACE, "dedupe.semantic_clusters").update(k_of(n))
+            return kmeans(vectors, k_of(n), iterations)
+
         centroids = (
             members
+            | "Sample" >> beam.Filter(keep, beam.pvalue.AsSingleton(count))
             | "Vectors" >> beam.Map(lambda m: m[1])
-            | "Sample" >> beam.combiners.Sample.FixedSizeGlobally(self.sample)
-            | "KMeans" >> beam.Map(kmeans, k, iterations)
+            | "AllSampled" >> beam.combiners.ToList()
+            | "KMeans" >> beam.Map(fit, beam.pvalue.AsSingleton(count))
         )
 
         def edges(element: tuple[int, Iterable[tuple[Rank, np.ndarray]]]) -> Iterator[Any]:
-            return cluster_edges(list(element[1]), threshold, block)
+            return cluster_edges(list(element[1]), threshold)
 
         return (
             members
-            | "Assign" >> beam.Map(_assign, beam.pvalue.AsSingleton(centroids))
+            | "Assign" >> beam.ParDo(_Assign(), beam.pvalue.AsSingleton(centroids))
             | "Clusters" >> beam.GroupByKey()
             | "CloseInCluster" >> beam.FlatMap(edges)
         )

@@ -154,7 +154,8 @@ class Deduplicate(beam.PTransform):
                 config.semantic_clusters,
                 config.semantic_sample,
                 config.semantic_iterations,
-                config.block_size,
+                config.semantic_cluster_size,
+                config.semantic_max_clusters,
             )
             profiles, dropped = profiles | "NearMeaning" >> SimilarityStage(
                 edges,

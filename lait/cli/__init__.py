@@ -200,6 +200,22 @@ def _add_dedupe(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     dedupe.add_argument(
         "--phash-threshold", type=int, help="Hamming distance for near-duplicate images"
     )
+    dedupe.add_argument(
+        "--semantic",
+        action="store_true",
+        help="also drop semantic duplicates (CLIP image embeddings, computed on the workers with "
+        "--clip-model; SemDeDup-style k-means, clusters from the dataset's size)",
+    )
+    dedupe.add_argument(
+        "--semantic-threshold", type=float, help="cosine similarity that counts as a duplicate"
+    )
+    dedupe.add_argument(
+        "--clip-model",
+        help="CLIP that embeds the images for --semantic: an open_clip name, or lait-demo-clip "
+        "(the demo web's)",
+    )
+    dedupe.add_argument("--clip-pretrained", help="its pretrained tag or a local checkpoint path")
+    dedupe.add_argument("--clip-device", default="cpu", help="cpu or cuda (default cpu)")
     dedupe.add_argument("--samples-per-shard", type=int, default=1000, help="default 1000")
     dedupe.set_defaults(run=_run_dedupe, accepts_beam_options=True)
 
@@ -208,10 +224,27 @@ def _run_dedupe(args: argparse.Namespace) -> int:
     import dataclasses
 
     from dedupe import DedupeConfig, dedupe_dataset
+    from dedupe.embeddings import EmbeddingModel
 
-    config = DedupeConfig(eval_images=tuple(args.eval_images), caption=args.caption)
+    config = DedupeConfig(
+        eval_images=tuple(args.eval_images), caption=args.caption, semantic=args.semantic
+    )
     if args.phash_threshold is not None:
         config = dataclasses.replace(config, phash_threshold=args.phash_threshold)
+    if args.semantic_threshold is not None:
+        config = dataclasses.replace(config, semantic_threshold=args.semantic_threshold)
+    if args.semantic and not args.clip_model:
+        print(
+            "lait dedupe --semantic: name the CLIP that embeds the images with --clip-model "
+            "(and --clip-pretrained); --clip-model lait-demo-clip for the demo web",
+            file=sys.stderr,
+        )
+        return 2
+    embedding_model = (
+        EmbeddingModel(args.clip_model, args.clip_pretrained, args.clip_device)
+        if args.semantic
+        else None
+    )
     stats = dedupe_dataset(
         list(args.datasets),
         args.out,
@@ -219,6 +252,7 @@ def _run_dedupe(args: argparse.Namespace) -> int:
         args.beam_args,
         samples_per_shard=args.samples_per_shard,
         overwrite=args.overwrite,
+        embedding_model=embedding_model,
     )
     print(format_funnel(stats))
     print(f"dataset: {args.out}")
