@@ -24,6 +24,7 @@ is I/O-bound, so each instance runs a thread pool over its batch.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -39,7 +40,12 @@ from pipeline.image import ImageProcessor
 from pipeline.image.config import ImageConfig
 from pipeline.outcomes import NAMESPACE
 from pipeline.progress import ProgressWriter
-from pipeline.staging import stage_images
+from pipeline.staging import (
+    commit_outcomes,
+    outcome_files,
+    read_outcome_lines,
+    stage_images,
+)
 
 # What a fetch learns about an image, copied onto every record of its URL.
 IMAGE_FIELDS: tuple[str, ...] = (
@@ -67,6 +73,35 @@ class FetchedImage:
     reject_detail: str | None = None
     reject_value: float | None = None
     reject_limit: float | None = None
+
+    def to_json(self) -> str:
+        """One line of a fetch batch's outcome file (`pipeline.staging.commit_outcomes`)."""
+        return json.dumps(
+            {
+                "url": self.url,
+                "fields": dict(self.fields),
+                "reject_reason": self.reject_reason.value if self.reject_reason else None,
+                "reject_detail": self.reject_detail,
+                "reject_value": self.reject_value,
+                "reject_limit": self.reject_limit,
+            },
+            ensure_ascii=False,
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, line: str) -> FetchedImage:
+        """The outcome a `to_json` line holds."""
+        data = json.loads(line)
+        reason = data["reject_reason"]
+        return cls(
+            url=data["url"],
+            fields=tuple((name, data["fields"].get(name)) for name in IMAGE_FIELDS),
+            reject_reason=RejectReason(reason) if reason else None,
+            reject_detail=data["reject_detail"],
+            reject_value=data["reject_value"],
+            reject_limit=data["reject_limit"],
+        )
 
     def apply(self, record: Record) -> Record:
         """`record` (a live candidate with this URL) with this outcome."""
@@ -149,21 +184,27 @@ class FetchImages(beam.DoFn):
         refs = iter(stage_images(self.staging, [r.image for r in kept if r.image is not None]))
         self.urls.inc(len(urls))
         self.staged_bytes.inc(sum(len(r.image or b"") for r in kept))
+        outcomes = []
         for url, result in zip(urls, results, strict=True):
             if self.progress is not None:
                 self.progress.add(ok=result.status is not Status.REJECTED)
             if result.status is Status.REJECTED:
-                yield FetchedImage(
-                    url,
-                    _fields_of(result),
-                    result.reject_reason,
-                    result.reject_detail,
-                    result.reject_value,
-                    result.reject_limit,
+                outcomes.append(
+                    FetchedImage(
+                        url,
+                        _fields_of(result),
+                        result.reject_reason,
+                        result.reject_detail,
+                        result.reject_value,
+                        result.reject_limit,
+                    )
                 )
             else:
                 staged = dataclasses.replace(result, image=None, image_ref=next(refs))
-                yield FetchedImage(url, _fields_of(staged))
+                outcomes.append(FetchedImage(url, _fields_of(staged)))
+        # The batch's completion marker, after its images: a rerun does not fetch these again.
+        commit_outcomes(self.staging, [outcome.to_json() for outcome in outcomes])
+        yield from outcomes
 
     def finish_bundle(self) -> None:
         if self.progress is not None:
@@ -232,20 +273,54 @@ class Download(beam.PTransform):
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
         live, settled = records | "LiveOrSettled" >> beam.Partition(LiveOrSettled(), 2)
+        urls = live | "Urls" >> beam.Map(lambda r: r.url) | "Distinct" >> beam.Distinct()
+        # A rerun of a killed job: URLs a committed fetch batch answered are not fetched again.
+        known = {
+            "many": urls | "UrlByUrl" >> beam.Map(lambda url: (url, url)),
+            "one": records.pipeline | "StagedOutcomes" >> StagedOutcomes(self.staging),
+        } | "Known" >> JoinOne(lambda url, known: [(url, known)], member_id=str)
+        todo, done = known | "FetchedBefore" >> beam.Partition(_NewOrKnown(), 2)
         fetched = (
-            live
-            | "Urls" >> beam.Map(lambda r: r.url)
-            | "Distinct" >> beam.Distinct()
+            todo
+            | "ToFetch" >> beam.Keys()
             | "FetchUrls"
             >> FetchDistinctUrls(
                 self.fetch, self.image, self.threads, self.staging, self.progress_folder
             )
         )
+        outcomes = (fetched, done | "Reused" >> beam.Values()) | "Outcomes" >> beam.Flatten()
         joined = {
             "many": live | "ByUrl" >> beam.Map(lambda r: (r.url, r)),
-            "one": fetched | "FetchedByUrl" >> beam.Map(lambda f: (f.url, f)),
+            "one": outcomes | "OutcomeByUrl" >> beam.Map(lambda f: (f.url, f)),
         } | "GiveImages" >> JoinOne(_with_image, member_id=_member_id, hot_cap=self.hot_cap)
         return (joined, settled) | "Merge" >> beam.Flatten()
+
+
+class StagedOutcomes(beam.PTransform):
+    """(url, FetchedImage) for every URL the committed batches of an earlier, killed run of
+    this job answered (none on a fresh run). The outcome files are listed once and read in
+    parallel; a URL answered twice (a retried bundle) keeps one outcome."""
+
+    def __init__(self, staging: str) -> None:
+        super().__init__()
+        self.staging = staging
+
+    def expand(self, pipeline: beam.Pipeline) -> beam.PCollection:
+        return (
+            pipeline
+            | "Folder" >> beam.Create([self.staging])
+            | "List" >> beam.FlatMap(outcome_files)
+            | "Spread" >> beam.Reshuffle()
+            | "Read" >> beam.FlatMap(read_outcome_lines)
+            | "Parse" >> beam.Map(FetchedImage.from_json)
+            | "ByUrl" >> beam.Map(lambda f: (f.url, f))
+            | "OnePerUrl" >> beam.CombinePerKey(_first_outcome)
+        )
+
+
+def _first_outcome(outcomes: Iterable[FetchedImage]) -> FetchedImage:
+    # Any outcome of a URL would do; the smallest line makes reruns agree.
+    return min(outcomes, key=FetchedImage.to_json)
 
 
 def _member_id(record: Record) -> str:
@@ -256,6 +331,13 @@ def _with_image(record: Record, fetched: FetchedImage | None) -> Sequence[Record
     if fetched is None:  # every distinct URL is fetched; a missing one is a bug
         raise ValueError(f"no fetch outcome for {record.url} (record {record.key})")
     return [fetched.apply(record)]
+
+
+class _NewOrKnown(beam.PartitionFn):
+    """(url, None) → 0 (to fetch); (url, FetchedImage) → 1 (fetched by an earlier run)."""
+
+    def partition_for(self, element: Any, num_partitions: int, *args: Any, **kwargs: Any) -> int:
+        return 0 if element[1] is None else 1
 
 
 class LiveOrSettled(beam.PartitionFn):

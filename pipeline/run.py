@@ -16,6 +16,8 @@ try `--direct_running_mode multi_processing --direct_num_workers N`.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import platform
 import time
@@ -26,12 +28,14 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import StandardOptions
 
 from lait.dataset import add_run_info, prepare_folder
+from lait.dataset.layout import STAGING_DIR, STATS_FILE
+from lait.dataset.storage import check_output_location, filesystem, join
 from pipeline.beam_options import local_runner, pipeline_options
 from pipeline.config import PipelineConfig
 from pipeline.graph import BuildDataset
 from pipeline.outcomes import NAMESPACE
 from pipeline.progress import progress_bar
-from pipeline.staging import remove_staging
+from pipeline.staging import read_job, remove_staging, write_job
 
 _VERSIONED = ["lait", "apache-beam", "img2dataset", "open-clip-torch", "torch", "pyarrow"]
 
@@ -58,6 +62,48 @@ def _counters(result: Any) -> dict[str, int]:
     return counts
 
 
+class UnfinishedRunError(FileExistsError):
+    """The output folder holds an unfinished run of a job with other fetch or image settings."""
+
+
+def _fetch_settings(config: PipelineConfig) -> dict[str, Any]:
+    # What staged fetch outcomes depend on; any other setting may change between reruns.
+    settings = {
+        "fetch": dataclasses.asdict(config.fetch),
+        "image": dataclasses.asdict(config.image),
+    }
+    loaded: dict[str, Any] = json.loads(json.dumps(settings, default=str))
+    return loaded
+
+
+def prepare_output(config: PipelineConfig) -> bool:
+    """Make the output folder ready; True when this run resumes a killed one.
+
+    A folder holding an unfinished run of the same job (its staging folder, no stats.json)
+    is resumed: its committed fetch batches are kept and only the dataset files are redone.
+    An unfinished run with other fetch or image settings is refused (`UnfinishedRunError`);
+    anything else follows `prepare_folder` (refused unless `output.overwrite`).
+    """
+    folder = config.output.folder
+    check_output_location(folder)
+    settings = _fetch_settings(config)
+    staged = None if config.output.overwrite else read_job(folder)
+    if staged is not None:
+        fs, root = filesystem(folder)
+        if not fs.exists(join(root, STATS_FILE)):
+            if staged != settings:
+                raise UnfinishedRunError(
+                    f"{folder} holds an unfinished run with other fetch or image settings; "
+                    "rerun it with the same settings to resume it, or pass --overwrite "
+                    "to start again"
+                )
+            prepare_folder(folder, overwrite=True, keep=(STAGING_DIR,))
+            return True
+    prepare_folder(folder, overwrite=config.output.overwrite)
+    write_job(folder, settings)
+    return False
+
+
 def run_pipeline(
     config: PipelineConfig,
     beam_args: list[str] | None = None,
@@ -66,6 +112,9 @@ def run_pipeline(
     job: str = "pipeline",
 ) -> dict[str, Any]:
     """Run the job to completion and return the dataset's stats (also in stats.json).
+
+    Rerunning into the folder of a killed run resumes it (`prepare_output`): URLs its
+    committed fetch batches answered are not fetched again.
 
     Raises `ClipModelNotNamedError` before any work (nothing read, nothing written) when
     CLIP scoring is on and the config names no model.
@@ -77,7 +126,7 @@ def run_pipeline(
         # The local workers relay harmless start-up warnings ("No semi_persistent_directory")
         # once per process; errors still show.
         logging.getLogger("apache_beam.runners.portability").setLevel(logging.ERROR)
-    prepare_folder(config.output.folder, overwrite=config.output.overwrite)
+    resumed = prepare_output(config)
     started = time.time()
     with progress_bar(enabled=local and show_progress) as progress_folder:
         pipeline = beam.Pipeline(runner=local_runner() if local else None, options=options)
@@ -89,6 +138,7 @@ def run_pipeline(
         "job": job,
         "runner": "FnApiRunner (local)" if local else options.view_as(StandardOptions).runner,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "resumed": resumed,
         "seconds": round(time.time() - started, 2),
         "versions": _versions(),
         "config": config.to_dict(),

@@ -14,16 +14,28 @@ file again rather than a second one, and is committed atomically like every data
 dataset (`remove_staging`).
 
 A reference reads `PATH#OFFSET+LENGTH`.
+
+The staging folder is also what makes a killed job resumable: each fetch batch commits, after
+its images, one small `*.outcomes.jsonl` file with the outcome of every URL it fetched (its
+completion marker). A rerun into the same folder reads those back and fetches only the URLs
+no committed batch answered; selection and writing, cheap and deterministic, run again over
+everything, so the rerun ends with the dataset an uninterrupted run writes. `job.json` says
+which fetch and image settings the staged outcomes came from.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 from lait.dataset.layout import STAGING_DIR
 from lait.dataset.storage import atomic_output, filesystem, join
+
+OUTCOMES_SUFFIX = ".outcomes.jsonl"
+JOB_FILE = "job.json"
 
 
 class StagingRefError(ValueError):
@@ -56,6 +68,52 @@ def stage_images(folder: str, images: Sequence[bytes]) -> list[str]:
             out.write(image)
     base = join(folder, name)
     return [f"{base}#{start}+{len(image)}" for start, image in zip(offsets, images, strict=True)]
+
+
+def commit_outcomes(folder: str, lines: Sequence[str]) -> str | None:
+    """Commit one fetch batch's outcome lines (its completion marker); the file's path."""
+    if not lines:
+        return None
+    text = "".join(f"{line}\n" for line in lines).encode("utf-8")
+    fs, root = filesystem(folder)
+    fs.makedirs(root, exist_ok=True)
+    path = join(root, f"{hashlib.sha256(text).hexdigest()[:32]}{OUTCOMES_SUFFIX}")
+    with atomic_output(fs, path) as out:
+        out.write(text)
+    return path
+
+
+def outcome_files(folder: str) -> list[str]:
+    """The committed outcome files under a staging folder (none if it does not exist)."""
+    fs, root = filesystem(folder)
+    if not fs.exists(root):
+        return []
+    found = sorted(fs.glob(join(root, f"*{OUTCOMES_SUFFIX}")))
+    return [path if "://" not in folder else fs.unstrip_protocol(path) for path in found]
+
+
+def read_outcome_lines(path: str) -> list[str]:
+    """The lines of one committed outcome file."""
+    fs, root = filesystem(path)
+    return [line for line in fs.cat_file(root).decode("utf-8").splitlines() if line.strip()]
+
+
+def read_job(output_folder: str) -> dict[str, Any] | None:
+    """The settings an unfinished job staged its fetches under, if it left any."""
+    fs, root = filesystem(join(staging_folder(output_folder), JOB_FILE))
+    if not fs.exists(root):
+        return None
+    job: dict[str, Any] = json.loads(fs.cat_file(root))
+    return job
+
+
+def write_job(output_folder: str, job: dict[str, Any]) -> None:
+    """Record the settings this job stages its fetches under (`read_job`)."""
+    folder = staging_folder(output_folder)
+    fs, root = filesystem(folder)
+    fs.makedirs(root, exist_ok=True)
+    with atomic_output(fs, join(root, JOB_FILE)) as out:
+        out.write(json.dumps(job, sort_keys=True, default=str).encode("utf-8"))
 
 
 def parse_ref(ref: str) -> tuple[str, int, int]:

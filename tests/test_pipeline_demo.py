@@ -269,6 +269,7 @@ def test_fetcher_refuses_private_addresses_by_default(
 def test_killed_job_rerun_loses_and_duplicates_nothing(
     tmp_path: Path, site: DemoSite, server: DemoWebServer
 ) -> None:
+    import json
     import os
     import signal
     import subprocess
@@ -293,7 +294,9 @@ def test_killed_job_rerun_loses_and_duplicates_nothing(
             "--set",
             "clip.model=lait-demo-clip",
             "--set",
-            "output.samples_per_shard=1",  # many small commits: a wide window to kill in
+            "output.samples_per_shard=1",
+            "--set",
+            "fetch_threads=2",  # small fetch batches, committed one by one: a wide window
             "--direct_running_mode=in_memory",
             *extra,
         ]
@@ -310,23 +313,40 @@ def test_killed_job_rerun_loses_and_duplicates_nothing(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    # Kill it once some fetch batches are committed (their outcome files are the markers).
+    staging = killed / "_staging"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list(killed.glob("*.tar")):
+    while time.monotonic() < deadline and not list(staging.glob("*.outcomes.jsonl")):
         time.sleep(0.002)
     os.killpg(process.pid, signal.SIGKILL)  # the launcher and its Beam workers
     process.wait()
-    assert list(killed.glob("*.tar")), "the job finished no shard before it was killed"
+    committed = list(staging.glob("*.outcomes.jsonl"))
+    assert committed, "the job committed no fetch batch before it was killed"
     if (killed / "stats.json").exists():
         pytest.skip("the machine was too fast: the job finished before it could be killed")
+    answered = {
+        json.loads(line)["url"] for path in committed for line in path.read_text().splitlines()
+    }
     # Whatever was committed is whole: every tar present reads back completely.
     partial = DatasetFolder(killed)
     assert all(sample.image for sample in partial.iter_samples())
 
-    rerun_run = subprocess.run(command(killed, "--overwrite"), capture_output=True, text=True)
-    assert rerun_run.returncode == 0
+    # The same command again resumes: the URLs the committed batches answered are not fetched.
+    before = server.paths_requested()
+    rerun_run = subprocess.run(command(killed), capture_output=True, text=True)
+    assert rerun_run.returncode == 0, rerun_run.stderr[-2000:]
     # The summary reaches stdout (img2dataset's resizer, used from many threads, once left the
     # process's stdout pointing at /dev/null).
     assert "accepted" in rerun_run.stdout and str(killed) in rerun_run.stdout
+    after = server.paths_requested()
+    refetched = [
+        u
+        for u in answered
+        if after[u.removeprefix(server.base_url)] != before[u.removeprefix(server.base_url)]
+    ]
+    assert refetched == []
+    assert not (killed / "_staging").exists()  # removed once the dataset is written
+    assert DatasetFolder(killed).stats()["run"]["resumed"] is True
     clean = tmp_path / "clean"
     assert subprocess.run(command(clean), capture_output=True).returncode == 0
     names = sorted(p.name for p in clean.iterdir() if p.suffix in (".tar", ".parquet"))
@@ -334,8 +354,27 @@ def test_killed_job_rerun_loses_and_duplicates_nothing(
     for name in names:
         assert (clean / name).read_bytes() == (killed / name).read_bytes(), name
     rerun, fresh = DatasetFolder(killed).stats(), DatasetFolder(clean).stats()
-    assert (rerun["accepted"], rerun["rejected"]) == (fresh["accepted"], fresh["rejected"])
+    assert rerun["funnel"] == fresh["funnel"]
     assert rerun["candidates"] == sum(1 for line in cc.read_text().splitlines() if line.strip())
+    # A finished folder is not resumed: a third run is refused without --overwrite.
+    assert subprocess.run(command(killed), capture_output=True).returncode == 2
+
+
+def test_an_unfinished_run_with_other_fetch_settings_is_refused(tmp_path: Path) -> None:
+    from pipeline.run import UnfinishedRunError, prepare_output
+    from pipeline.staging import read_job
+
+    config = _config(tmp_path / "ds", SourcesConfig(pages=("http://127.0.0.1:9/",)))
+    assert prepare_output(config) is False  # a fresh folder: the job's settings recorded
+    assert read_job(str(tmp_path / "ds")) is not None
+    assert prepare_output(config) is True  # killed before stats.json: resumed
+    other = dataclasses.replace(config, fetch=dataclasses.replace(config.fetch, retries=3))
+    with pytest.raises(UnfinishedRunError, match="--overwrite"):
+        prepare_output(other)
+    overwrite = dataclasses.replace(
+        config, output=dataclasses.replace(config.output, overwrite=True)
+    )
+    assert prepare_output(overwrite) is False
 
 
 def test_crawl_from_a_warc_file(tmp_path: Path, site: DemoSite, server: DemoWebServer) -> None:

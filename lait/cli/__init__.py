@@ -587,7 +587,10 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", help="the output dataset folder (local path or gs://...)")
     parser.add_argument(
-        "--overwrite", action="store_true", help="replace the dataset files in --out if present"
+        "--overwrite",
+        action="store_true",
+        help="replace the dataset files in --out if present (without it, the same command "
+        "into the folder of a killed run resumes it: URLs already fetched are not fetched again)",
     )
     parser.add_argument(
         "--allow-network",

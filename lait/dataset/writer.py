@@ -16,7 +16,7 @@ import json
 import os
 import tarfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -168,7 +168,7 @@ def add_run_info(folder: str, run: dict[str, Any]) -> dict[str, Any]:
     return stats
 
 
-def prepare_folder(folder: str, *, overwrite: bool) -> None:
+def prepare_folder(folder: str, *, overwrite: bool, keep: Collection[str] = ()) -> None:
     """Make `folder` ready for a new dataset.
 
     A folder that already holds files is refused unless `overwrite`, which removes the
@@ -177,6 +177,7 @@ def prepare_folder(folder: str, *, overwrite: bool) -> None:
 
     Raises `storage.OutputLocationError` first when `folder` is on a store that cannot be
     written (no such bucket, no credentials, no permission): jobs call this before any work.
+    Names in `keep` (a resumed job's `_staging`) are left in place.
     """
     storage.check_output_location(folder)
     fs, root = storage.filesystem(folder)
@@ -188,6 +189,8 @@ def prepare_folder(folder: str, *, overwrite: bool) -> None:
             )
         for path in fs.ls(root, detail=False):
             name = path.rsplit("/", 1)[-1]
+            if name in keep:
+                continue
             if name in (layout.REJECTS_DIR, layout.STAGING_DIR):
                 fs.rm(path, recursive=True)
             elif layout.is_dataset_file(name) or storage.is_temporary(name):
