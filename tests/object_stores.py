@@ -28,6 +28,7 @@ import logging
 import os
 import socket
 import threading
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -78,6 +79,12 @@ def no_metadata_servers() -> dict[str, str]:
         "GCE_METADATA_IP": closed,
         "AWS_EC2_METADATA_DISABLED": "true",
     }
+
+
+# google-auth reads NO_GCE_CHECK and GCE_METADATA_HOST/IP once, when it is imported: set them
+# for the whole test process as soon as a module using these servers is collected (before any
+# test imports google.auth), not only in each test's environment.
+os.environ.update(no_metadata_servers())
 
 
 @contextlib.contextmanager
@@ -150,6 +157,9 @@ def s3_server(bucket: str = "lait-test") -> Iterator[ObjectStore]:
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
     }
     store = ObjectStore(scheme="s3", bucket=bucket, endpoint=endpoint, env=env)
+    # moto keeps its buckets in the process, shared by every server it starts: begin empty.
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
+    direct.open(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")).close()
     try:
         with _environment(env):
             store.filesystem().mkdir(bucket)
