@@ -37,10 +37,10 @@ SCRIPT = textwrap.dedent(
     published = []
     for name in ("publish", "publish_checkpoint"):
         real = getattr(run_folder.RunFolder, name)
-        def record(self, *args, _real=real, _name=name):
+        def record(self, *args, _real=real, _name=name, **kwargs):
             if self.is_remote:
                 published.append(_name)
-            return _real(self, *args)
+            return _real(self, *args, **kwargs)
         setattr(run_folder.RunFolder, name, record)
 
     data, out = sys.argv[1], sys.argv[2]
