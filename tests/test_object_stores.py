@@ -210,6 +210,7 @@ def test_missing_s3_credentials_name_the_path_and_what_to_set(
     assert "AWS_ACCESS_KEY_ID" in message and "Application Default Credentials" in message
 
 
+@pytest.mark.slow  # 30-80 s on a shared 2-core machine
 def test_pretrain_reads_its_shards_from_the_bucket_and_evaluate_too(
     store: ObjectStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -245,6 +246,7 @@ def _fresh_listing(fs: fsspec.AbstractFileSystem, pattern: str) -> list[str]:
     return list(fs.glob(pattern))
 
 
+@pytest.mark.slow  # 30-80 s on a shared 2-core machine
 def test_a_download_killed_writing_to_the_bucket_reruns_to_a_whole_dataset(
     store: ObjectStore, capsys: pytest.CaptureFixture[str]
 ) -> None:
