@@ -12,6 +12,7 @@ from conftest import jpeg_bytes
 
 from lait.cli import main
 from lait.dataset import DatasetFolder
+from pipeline.clip.config import KNOWN_MIN_SCORES
 
 PHOTO = jpeg_bytes(320, 320, (200, 30, 30))
 REQUESTS: list[str] = []  # paths served, for the test that nothing is fetched
@@ -79,7 +80,8 @@ def test_crawl_with_the_demo_model_named_scores_as_before(tmp_path: Path, site: 
     folder = DatasetFolder(out)
     stats = folder.stats()
     assert stats["candidates"] == 1 and stats["run"]["clip"]["model"] == "lait-demo-clip"
-    assert stats["run"]["clip_threshold"] == 0.824  # the demo model's known threshold
+    # the demo model's known threshold (set where the demo model is trained)
+    assert stats["run"]["clip_threshold"] == KNOWN_MIN_SCORES["lait-demo-clip"]
     rows = folder.metadata(["clip_score"]).to_pylist() + folder.rejects().to_pylist()
     assert rows[0]["clip_score"] is not None
 
