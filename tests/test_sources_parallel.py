@@ -34,7 +34,7 @@ from pipeline.read_sources import (
     list_files,
     read_list,
 )
-from pipeline.sources import iter_warc_pages, iter_wat_candidates
+from pipeline.sources import SourceFormatError, iter_warc_pages, iter_wat_candidates
 from pipeline.sources.matching import NoMatchingFiles, expand_input
 
 JSONL = (
@@ -292,3 +292,11 @@ def test_empty_files_give_no_rows(tmp_path: Path) -> None:
     for source in lists:
         assert read_in_ranges(ListFile(source.path, source, split_bytes=1)) == []
     assert run_lists(lists, split_bytes=1) == []
+
+
+def test_sbu_two_files_are_named_one_by_one(tmp_path: Path) -> None:
+    source = ListSource(str(tmp_path / "urls-*.txt"), format="sbu", captions_path="c.txt")
+    with pytest.raises(SourceFormatError, match="one by one"):
+        list(list_files(source))
+    with pytest.raises(ValueError, match="split_bytes"):
+        ReadLists((source,), split_bytes=0)
