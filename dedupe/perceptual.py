@@ -32,7 +32,7 @@ from dedupe.buckets import hamming_close, spanning_edges, thumbnail_matrix
 from dedupe.config import DedupeConfig
 from dedupe.fingerprint import band_values
 from dedupe.profile import Profile, Rank
-from dedupe.stages import ExactStage, SimilarityStage
+from dedupe.stages import BestPerValue, ExactStage, SimilarityStage
 from lait.record import RejectReason
 from pipeline.outcomes import NAMESPACE
 
@@ -79,6 +79,29 @@ def _hot_bucket_sizes(element: tuple[Band, int], cap: int) -> Iterator[tuple[Ban
         yield element
 
 
+def _hot_only(element: tuple[Band, Member], hot: dict[Band, int]) -> Iterator[tuple[Band, Member]]:
+    if element[0] in hot:
+        yield element
+
+
+def _leader_ranks(element: tuple[Band, list[Member]]) -> Iterator[tuple[Rank, bool]]:
+    for member in element[1]:
+        yield member[0], True
+
+
+def _group_of(
+    element: tuple[str, dict[str, list[Any]]], leaders: dict[Rank, bool]
+) -> Iterator[Any]:
+    _, joined = element
+    for profile in joined["profile"]:
+        if profile.rank in leaders:
+            yield profile.rank, profile  # a leader heads its own group
+        elif joined["leader"]:
+            yield min(joined["leader"]), profile  # into the best leader it is close to
+        else:
+            yield beam.pvalue.TaggedOutput("free", profile)
+
+
 def _hot_or_cold(element: tuple[Band, Member], hot: dict[Band, int]) -> Iterator[Any]:
     if element[0] in hot:
         yield beam.pvalue.TaggedOutput("hot", element)
@@ -89,9 +112,10 @@ def _hot_or_cold(element: tuple[Band, Member], hot: dict[Band, int]) -> Iterator
 class _JoinLeader(beam.DoFn):
     """A hot bucket's member → an edge to the first of its bucket's leaders it is close to."""
 
-    def __init__(self, threshold: int, colour_threshold: float | None) -> None:
+    def __init__(self, threshold: int, colour_threshold: float | None, count: bool = True) -> None:
         self.threshold = threshold
         self.colour_threshold = colour_threshold
+        self.count = count
         self._arrays: dict[Band, tuple[list[Rank], np.ndarray, np.ndarray | None]] = {}
         self._source: int | None = None
 
@@ -126,7 +150,8 @@ class _JoinLeader(beam.DoFn):
             close &= (thumbnails[:, 0] < 0) | (colour <= self.colour_threshold)
         hits = np.flatnonzero(close)
         if len(hits) == 0:
-            Metrics.counter(NAMESPACE, "dedupe.hot_bucket_unmatched").inc()
+            if self.count:
+                Metrics.counter(NAMESPACE, "dedupe.hot_bucket_unmatched").inc()
             return
         first = int(hits[0])
         yield ranks[first], rank, int(distance[first])
@@ -199,9 +224,68 @@ def perceptual_identity(colour_threshold: float | None) -> Any:
     return identity
 
 
+class AbsorbIntoLeaders(beam.PTransform):
+    """Profiles → (survivors, decisions): every member of a hot bucket that is close to one of
+    the bucket's leaders joins the group of the best such leader (over all its bands), and
+    each group keeps its best profile (the keep policy, by a combiner: `BestPerValue`).
+
+    This is the near-copy counterpart of collapsing identical pHashes: a million re-encodes
+    of one picture become one profile before the edges and clusters, instead of a million
+    nodes in every round of label propagation. Leaders are never absorbed (they head their
+    groups); the groups' survivors meet each other and everything else in "NearImage".
+    """
+
+    def __init__(self, config: DedupeConfig, detail: str) -> None:
+        super().__init__()
+        self.config = config
+        self.detail = detail
+
+    def expand(self, profiles: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
+        config = self.config
+        members = profiles | "Bands" >> beam.FlatMap(band_members, config.phash_bands)
+        hot = (
+            members
+            | "Ones" >> beam.Map(lambda bm: (bm[0], 1))
+            | "BucketSizes" >> beam.CombinePerKey(sum)
+            | "HotBuckets" >> beam.FlatMap(_hot_bucket_sizes, config.bucket_cap)
+        )
+        in_hot = members | "InHotBuckets" >> beam.FlatMap(_hot_only, beam.pvalue.AsDict(hot))
+        leaders = in_hot | "Leaders" >> beam.combiners.Top.PerKey(
+            config.bucket_leaders, key=leader_order, reverse=True
+        )
+        leader_ranks = (
+            leaders
+            | "LeaderRanks" >> beam.FlatMap(_leader_ranks)
+            | "OneRank" >> beam.CombinePerKey(any)
+        )
+        best_leader = (
+            in_hot
+            | "CloseToLeader"
+            >> beam.ParDo(
+                _JoinLeader(config.phash_threshold, config.colour_threshold, count=False),
+                beam.pvalue.AsDict(leaders),
+            )
+            | "ByMember" >> beam.Map(lambda e: (e[1][-1], e[0]))
+            | "BestLeader" >> beam.CombinePerKey(min)
+        )
+        grouped = (
+            {"profile": profiles | "ByKey" >> beam.Map(lambda p: (p.key, p)), "leader": best_leader}
+            | "JoinLeaders" >> beam.CoGroupByKey()
+            | "GroupOf"
+            >> beam.FlatMap(_group_of, beam.pvalue.AsDict(leader_ranks)).with_outputs(
+                "free", main="grouped"
+            )
+        )
+        kept, decisions = grouped.grouped | "BestOfGroup" >> BestPerValue(
+            RejectReason.DUPLICATE_PERCEPTUAL, self.detail, config.bucket_cap
+        )
+        return (kept, grouped.free) | "Survivors" >> beam.Flatten(), decisions
+
+
 class PerceptualStage(beam.PTransform):
     """Profiles → (survivors, decisions) of the perceptual stage: identical pHashes collapsed
-    by a combiner ("SamePhash"), then near ones through LSH buckets and clusters ("NearImage").
+    by a combiner ("SamePhash"), near copies in hot buckets absorbed into their leaders
+    ("IntoLeaders"), then near ones through LSH buckets and clusters ("NearImage").
     """
 
     def __init__(self, config: DedupeConfig) -> None:
@@ -221,6 +305,11 @@ class PerceptualStage(beam.PTransform):
             f"near-duplicate image (same pHash{colour})",
             cap,
         )
+        profiles, absorbed = profiles | "IntoLeaders" >> AbsorbIntoLeaders(
+            config,
+            f"near-duplicate image (pHash within {config.phash_threshold} bits{colour} of a "
+            "much-copied picture's)",
+        )
         edges = PerceptualEdges(
             config.phash_threshold,
             config.phash_bands,
@@ -238,4 +327,4 @@ class PerceptualStage(beam.PTransform):
             higher_is_closer=False,
             hub_degree=cap,
         )
-        return survivors, (same, near) | "Decisions" >> beam.Flatten()
+        return survivors, (same, absorbed, near) | "Decisions" >> beam.Flatten()

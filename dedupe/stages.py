@@ -129,9 +129,29 @@ class ExactStage(beam.PTransform):
         self.cap = cap
 
     def expand(self, profiles: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
-        value, reason, detail = self.value, self.reason, self.detail
+        value = self.value
         valued, unvalued = profiles | "HasValue" >> beam.Partition(_HasValue(value), 2)
         by_value = valued | "ByValue" >> beam.Map(lambda p: (value(p), p))
+        kept, decisions = by_value | "BestPerValue" >> BestPerValue(
+            self.reason, self.detail, self.cap
+        )
+        survivors = (kept, unvalued) | "Survivors" >> beam.Flatten()
+        return survivors, decisions
+
+
+class BestPerValue(beam.PTransform):
+    """(value, profile) pairs → (the best profile of each value, (key, Decision) for the
+    others). Hot values are decided through a side input, the others in groups of at most
+    `cap`: see the module doc."""
+
+    def __init__(self, reason: RejectReason, detail: str, cap: int = DEFAULT_CAP) -> None:
+        super().__init__()
+        self.reason = reason
+        self.detail = detail
+        self.cap = cap
+
+    def expand(self, by_value: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
+        reason, detail = self.reason, self.detail
         hot = (
             by_value
             | "BestOfValue" >> beam.CombinePerKey(BestOfValue())
@@ -146,9 +166,9 @@ class ExactStage(beam.PTransform):
             | "KeepBest"
             >> beam.FlatMap(_cold_group, reason, detail).with_outputs(_DECIDED, main="kept")
         )
-        survivors = (cold.kept, split[_HOT], unvalued) | "Survivors" >> beam.Flatten()
+        kept = (cold.kept, split[_HOT]) | "Kept" >> beam.Flatten()
         decisions = (cold[_DECIDED], split[_DECIDED]) | "Decisions" >> beam.Flatten()
-        return survivors, decisions
+        return kept, decisions
 
 
 Scored = tuple[str, float]
