@@ -172,7 +172,7 @@ def _shuffled_bytes(result: Any, gbk_inputs: set[str]) -> int:
         pcoll = info.labels.get("PCOLLECTION")
         if pcoll not in gbk_inputs:
             continue
-        value = monitoring_infos.extract_metric_result_map_value(info)
+        value: Any = monitoring_infos.extract_metric_result_map_value(info)
         if info.urn == ELEMENT_COUNT_URN:
             counts[pcoll] = counts.get(pcoll, 0) + int(value)
         elif info.urn == SAMPLED_SIZE_URN and value.count:
