@@ -13,11 +13,13 @@ import time
 import urllib.error
 import urllib.request
 import urllib.robotparser
+import zlib
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urljoin
 
+import numpy as np
 import pytest
 from PIL import Image, UnidentifiedImageError
 
@@ -117,7 +119,8 @@ def test_default_site_holds_every_noise_kind_and_is_mostly_clean(default_site: D
     assert set(counts) == set(NoiseKind)
     page_refs = [r for r in default_site.ground_truth.references if r.source == "page"]
     content = [r for r in page_refs if r.scene is not None and NoiseKind.DATA_URI not in r.noise]
-    assert len(content) == default_site.config.n_images == 600
+    graphics = default_site.ground_truth.with_noise(NoiseKind.NON_NATURAL_IMAGE)
+    assert len(content) + len(graphics) == default_site.config.n_images == 600
     clean_share = sum(NoiseKind.CLEAN in r.noise for r in content) / len(content)
     assert 0.5 < clean_share < 0.75
     for kind in (NoiseKind.TRUNCATED_IMAGE, NoiseKind.MISMATCHED_CAPTION, NoiseKind.TOO_SMALL):
@@ -132,6 +135,34 @@ def test_default_site_holds_every_noise_kind_and_is_mostly_clean(default_site: D
         for r in default_site.ground_truth.with_noise(NoiseKind.NEAR_DUPLICATE)
     }
     assert transforms == {"requality", "resize", "crop"}
+
+
+def test_content_noise_is_non_natural_graphics_and_watermarked_scenes(
+    default_site: DemoSite,
+) -> None:
+    truth = default_site.ground_truth
+    graphics = truth.with_noise(NoiseKind.NON_NATURAL_IMAGE)
+    marked = truth.with_noise(NoiseKind.WATERMARKED_IMAGE)
+    assert len(graphics) == len(marked) == round(600 * default_site.config.noise_rate)
+    assert {r.source for r in graphics + marked} == {"page"}
+    # Graphics have no scene (nothing to narrate or ground) and a true caption of their own.
+    assert all(r.scene is None and r.graphic and r.caption == r.true_caption for r in graphics)
+    assert len({r.graphic for r in graphics}) >= 4
+    # Watermarked images are scenes with their true caption; neither is a duplicate's original.
+    assert all(r.scene is not None and r.caption == r.true_caption for r in marked)
+    originals = {r.duplicate_of for r in truth.references if r.duplicate_of}
+    assert not originals & {r.image_id for r in graphics + marked}
+    for ref in (graphics[0], marked[0]):
+        resource = default_site.lookup(ref.url)
+        assert resource is not None
+        with Image.open(io.BytesIO(resource.body)) as image:
+            assert image.size == (ref.width, ref.height)
+            served = image.convert("RGB")
+        if ref.scene is not None:  # the mark changed the scene's pixels, visibly
+            seed = zlib.crc32(f"{default_site.config.seed}/{ref.image_id}".encode())
+            plain = np.asarray(render_scene(ref.scene, texture_seed=seed), dtype=np.float64)
+            difference = np.abs(np.asarray(served, dtype=np.float64) - plain)
+            assert difference.mean() > 3.0, difference.mean()  # JPEG alone: under 2
 
 
 def test_ground_truth_is_json_lines_with_absolute_urls(

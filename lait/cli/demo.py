@@ -58,7 +58,7 @@ def run_demo(args: argparse.Namespace) -> int:
     # Imported here so that `lait --help` does not pay for Beam and the demo web.
     from lait.demo_web import DemoWebServer, build_site
     from lait.demo_web.benchmark import crawled_scenes, write_demo_benchmark
-    from pipeline.clip import DEMO_CLIP_MODEL, ClipConfig
+    from pipeline.clip import demo_clip_config
     from pipeline.config import ListSource, OutputConfig, PipelineConfig, SourcesConfig
     from pipeline.fetch import FetchConfig
     from pipeline.run import run_pipeline
@@ -80,8 +80,9 @@ def run_demo(args: argparse.Namespace) -> int:
             retries=1,
             respect_robots_txt=True,
         ),
-        # The demo CLIP and its threshold suit the demo web only, so the demo names them.
-        clip=ClipConfig(model=DEMO_CLIP_MODEL),
+        # The demo CLIP, its threshold and its content heads (non-natural, watermark) suit
+        # the demo web only, so the demo names them.
+        clip=demo_clip_config(),
         output=OutputConfig(samples_per_shard=args.samples_per_shard, overwrite=True),
     )
     with DemoWebServer(site) as server:

@@ -18,6 +18,7 @@ from itertools import cycle
 from PIL import Image
 
 from lait.demo_web.caption_lists import format_cc_tsv, format_sbu_files
+from lait.demo_web.graphics import GRAPHIC_KINDS, render_graphic, watermarked
 from lait.demo_web.ground_truth import BASE_PLACEHOLDER, GroundTruth, ImageReference, PageInfo
 from lait.demo_web.image_files import (
     CONTENT_TYPES,
@@ -31,7 +32,7 @@ from lait.demo_web.image_files import (
     random_bytes,
     truncated,
 )
-from lait.demo_web.noise import CAPTION_NOISE, NoiseKind
+from lait.demo_web.noise import CAPTION_NOISE, CONTENT_NOISE, NoiseKind
 from lait.demo_web.noisy_captions import published_caption
 from lait.demo_web.pages import ImageItem, PageLayout, render_index, render_page
 from lait.demo_web.scenes import Scene, describe_scene, random_scene, render_scene
@@ -253,7 +254,19 @@ class _SiteBuilder:
         for duplicate, original in zip(duplicates, rng.sample(clean, len(duplicates)), strict=True):
             duplicate.original = original
             original.is_original = True
+        self._assign_content_noise(slots)
         return slots
+
+    def _assign_content_noise(self, slots: list[_Slot]) -> None:
+        """Turn some clean images (never a duplicate's original) into non-natural or
+        watermarked ones, by a random stream of their own: the rest of the site stays what
+        it was before these kinds existed, so its other figures keep their meaning."""
+        rng = random.Random(f"lait-demo-web/{self.config.seed}/content")
+        count = max(1, round(self.config.n_images * self.config.noise_rate))
+        clean = [s for s in slots if s.kind is NoiseKind.CLEAN and not s.is_original]
+        chosen = rng.sample(clean, min(len(clean), 2 * count))
+        for i, slot in enumerate(chosen):
+            slot.kind = NoiseKind.NON_NATURAL_IMAGE if i < count else NoiseKind.WATERMARKED_IMAGE
 
     # --- page images ----------------------------------------------------------------------
 
@@ -325,6 +338,14 @@ class _SiteBuilder:
             directory = "/img/"
         path = f"{directory}{image_id}.{EXTENSIONS[image_format]}"
         image = render_scene(scene, texture_seed=self._texture_seed(image_id))
+        graphic, graphic_caption = None, None
+        if kind in CONTENT_NOISE:  # drawn from a stream of their own (see above)
+            own = random.Random(f"lait-demo-web/{self.config.seed}/content/{image_id}")
+            if kind is NoiseKind.NON_NATURAL_IMAGE:
+                graphic = own.choice(GRAPHIC_KINDS)
+                image, graphic_caption = render_graphic(graphic, width, height, own)
+            else:
+                image = watermarked(image, own)
         quality = rng.randint(78, 92)
         body = encode_image(image, image_format, quality)
         slot.path, slot.body, slot.scene, slot.scene_id = path, body, scene, self._new_scene_id()
@@ -384,7 +405,7 @@ class _SiteBuilder:
         attributes: list[tuple[str, str]] = []
         markup = "src"
         variant_urls: tuple[str, ...] = ()
-        plain = kind is NoiseKind.CLEAN or kind in CAPTION_NOISE
+        plain = kind is NoiseKind.CLEAN or kind in CAPTION_NOISE or kind in CONTENT_NOISE
         roll = rng.random()
         if plain and roll < 0.17:
             markup, attributes, variant_urls = self._srcset(
@@ -403,6 +424,8 @@ class _SiteBuilder:
                 attributes += [("width", str(width)), ("height", str(height))]
         true_caption = describe_scene(scene, rng)
         caption = published_caption(kind, scene, true_caption, rng, slot.language)
+        if graphic_caption is not None:  # the scene drawn above is not what the image shows
+            true_caption = caption = graphic_caption
         source, caption_attributes, element, texts = self._caption_markup(slot, caption)
         item = ImageItem(
             attributes=tuple(attributes + caption_attributes),
@@ -417,11 +440,12 @@ class _SiteBuilder:
             caption=caption,
             caption_source=source,
             noise=frozenset({kind}),
-            scene_id=slot.scene_id,
-            scene=scene,
+            scene_id=slot.scene_id if graphic is None else None,
+            scene=scene if graphic is None else None,
             true_caption=true_caption,
             image_id=image_id,
             language=slot.language,
+            graphic=graphic,
             html_src=self._href(url, form, layout),
             markup=markup,
             url_form=form,

@@ -66,6 +66,7 @@ class ImageReference:
     duplicate_of: str | None = None  # image_id of the original
     duplicate_of_url: str | None = None
     near_duplicate_transform: str | None = None  # requality | resize | crop
+    graphic: str | None = None  # non-natural images: bar_chart, screenshot, logo, ...
 
     def to_dict(self, base_url: str | None = None) -> dict[str, Any]:
         """A JSON-serialisable form; with `base_url`, every site path made absolute."""
@@ -112,6 +113,7 @@ class ImageReference:
             "duplicate_of": self.duplicate_of,
             "duplicate_of_url": absolute(self.duplicate_of_url),
             "near_duplicate_transform": self.near_duplicate_transform,
+            "graphic": self.graphic,
         }
 
 

@@ -43,6 +43,10 @@ class NoiseKind(StrEnum):
     X_ROBOTS_NOIMAGEAI = "x_robots_noimageai"  # X-Robots-Tag: noimageai
     ROBOTS_DISALLOWED = "robots_disallowed"  # under a path robots.txt disallows
 
+    # The image is not a photograph of a scene fit for the dataset (its caption is true).
+    NON_NATURAL_IMAGE = "non_natural_image"  # a chart, screenshot, slide, logo or text banner
+    WATERMARKED_IMAGE = "watermarked_image"  # a scene under a translucent text or logo mark
+
     # Markup an extractor should skip rather than offer as a candidate.
     DATA_URI = "data_uri"  # <img src="data:image/png;base64,...">
     TRACKING_PIXEL = "tracking_pixel"  # a 1x1 GIF with width=1 height=1
@@ -61,4 +65,9 @@ CAPTION_NOISE: frozenset[NoiseKind] = frozenset(
 
 MARKUP_NOISE: frozenset[NoiseKind] = frozenset(
     {NoiseKind.DATA_URI, NoiseKind.TRACKING_PIXEL, NoiseKind.ICON}
+)
+
+# What the content filters (heads on the CLIP image embedding) target.
+CONTENT_NOISE: frozenset[NoiseKind] = frozenset(
+    {NoiseKind.NON_NATURAL_IMAGE, NoiseKind.WATERMARKED_IMAGE}
 )

@@ -3,14 +3,18 @@
 from pipeline.clip.aggregate import BestCaptionPerImage, best_caption_of_image
 from pipeline.clip.config import (
     DEMO_CLIP_MODEL,
+    DEMO_CONTENT_HEADS,
     KNOWN_MIN_SCORES,
     ClipConfig,
     ClipModelNotNamedError,
+    ContentHeadConfig,
+    demo_clip_config,
 )
 from pipeline.clip.score import EMBEDDINGS_TAG, ClipScore, ClipScoreWithEmbeddings, ScoreWithClip
 
 __all__ = [
     "DEMO_CLIP_MODEL",
+    "DEMO_CONTENT_HEADS",
     "EMBEDDINGS_TAG",
     "KNOWN_MIN_SCORES",
     "BestCaptionPerImage",
@@ -18,6 +22,8 @@ __all__ = [
     "ClipModelNotNamedError",
     "ClipScore",
     "ClipScoreWithEmbeddings",
+    "ContentHeadConfig",
     "ScoreWithClip",
     "best_caption_of_image",
+    "demo_clip_config",
 ]
