@@ -14,6 +14,8 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import minimum_spanning_tree
 
+from dedupe.fingerprint import THUMBNAILS_BYTES, thumbnail_distances
+
 _FEW_PAIRS = 64
 CloseFn = Callable[[slice, slice], np.ndarray]
 """close(rows, cols) -> bool matrix: whether member rows[i] is close to member cols[j]."""
@@ -73,8 +75,8 @@ def hamming_close(
 ) -> CloseFn:
     """Closeness by pHash Hamming distance, then (where both have one) colour thumbnails.
 
-    `hashes` is uint64 (n,); `thumbnails` int16 (n, 192) with rows of -1 where a member has
-    no thumbnail (then the pHash alone decides).
+    `hashes` is uint64 (n,); `thumbnails` int16 (n, THUMBNAILS_BYTES) with rows of -1 where a
+    member has no thumbnail (then the pHash alone decides).
     """
 
     def close(rows: slice, cols: slice) -> np.ndarray:
@@ -87,7 +89,7 @@ def hamming_close(
             return matrix
         left, right = thumbnails[rows][ii], thumbnails[cols][jj]
         known = (left[:, 0] >= 0) & (right[:, 0] >= 0)
-        colour = np.abs(left - right).mean(axis=1)
+        colour = thumbnail_distances(left, right)
         matrix[ii, jj] = ~known | (colour <= colour_threshold)
         return matrix
 
@@ -98,7 +100,7 @@ def thumbnail_matrix(thumbnails: list[bytes | None]) -> np.ndarray | None:
     """Stack thumbnails as int16 rows (-1 rows for missing ones); None if none is known."""
     if all(t is None for t in thumbnails):
         return None
-    out = np.full((len(thumbnails), 192), -1, dtype=np.int16)
+    out = np.full((len(thumbnails), THUMBNAILS_BYTES), -1, dtype=np.int16)
     for i, thumbnail in enumerate(thumbnails):
         if thumbnail is not None:
             out[i] = np.frombuffer(thumbnail, dtype=np.uint8)

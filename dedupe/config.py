@@ -26,6 +26,10 @@ class DedupeConfig:
     perceptual: bool = True
     phash_threshold: int = 10
     phash_bands: int = 6
+    # multi-probe: buckets also hold the hashes one bit away in a band, so every pair within
+    # 2 * phash_bands - 1 bits (11) meets, not only those within phash_bands - 1 (5); costs
+    # about 1 + 64 / phash_bands times the bucket shuffle (see bench/dedupe_scale.py)
+    phash_probe: bool = False
     colour_threshold: float | None = 3.5
 
     # caption near-duplicates: Jaccard of word-shingle sets, found by MinHash + LSH

@@ -36,7 +36,7 @@ from datasketch import MinHash
 from dedupe.buckets import thumbnail_matrix
 from dedupe.caption import MINHASH_SEED, caption_words, jaccard, shingles
 from dedupe.decisions import Decision
-from dedupe.fingerprint import image_fingerprint
+from dedupe.fingerprint import image_fingerprint, thumbnail_distances
 from dedupe.profile import Profile
 from lait.dataset import storage
 from lait.record import RejectReason
@@ -227,8 +227,9 @@ class ImageIndex:
         distance = np.bitwise_count(self.hashes ^ np.uint64(phash)).astype(np.int16)
         close = distance <= threshold
         if colour is not None and self.thumbnails is not None and thumbnail is not None:
-            mine = np.frombuffer(thumbnail, dtype=np.uint8).astype(np.int16)
-            differs = np.abs(self.thumbnails - mine).mean(axis=1) > colour
+            mine = np.frombuffer(thumbnail, dtype=np.uint8).astype(np.int16).reshape(1, -1)
+            others = self.thumbnails
+            differs = thumbnail_distances(others, np.repeat(mine, len(others), axis=0)) > colour
             close &= (self.thumbnails[:, 0] < 0) | ~differs
         if not close.any():
             return None

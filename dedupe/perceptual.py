@@ -30,7 +30,12 @@ from apache_beam.metrics import Metrics
 
 from dedupe.buckets import hamming_close, spanning_edges, thumbnail_matrix
 from dedupe.config import DedupeConfig
-from dedupe.fingerprint import band_values
+from dedupe.fingerprint import (
+    THUMBNAIL_BYTES,
+    band_values,
+    probed_band_values,
+    thumbnail_distances,
+)
 from dedupe.profile import Profile, Rank
 from dedupe.stages import BestPerValue, ExactStage, SimilarityStage
 from lait.record import RejectReason
@@ -45,12 +50,16 @@ ScoredEdge = tuple[Rank, Rank, int]
 DEFAULT_LEADERS = 64
 
 
-def band_members(profile: Profile, bands: int) -> Iterator[tuple[Band, Member]]:
-    """One (band key, member) per band of a profile's pHash."""
+def band_members(
+    profile: Profile, bands: int, probe: bool = False
+) -> Iterator[tuple[Band, Member]]:
+    """One (band key, member) per band of a profile's pHash (with `probe`, also one per value
+    a bit away in each band: see `probed_band_values`)."""
     if profile.phash is None:
         return
     member = (profile.rank, profile.phash, profile.thumbnail, profile.copies)
-    for band in band_values(profile.phash, bands):
+    keys = probed_band_values if probe else band_values
+    for band in keys(profile.phash, bands):
         yield band, member
 
 
@@ -145,8 +154,8 @@ class _JoinLeader(beam.DoFn):
         distance = np.bitwise_count(hashes ^ np.uint64(phash))
         close = distance <= self.threshold
         if self.colour_threshold is not None and thumbnails is not None and thumbnail is not None:
-            mine = np.frombuffer(thumbnail, dtype=np.uint8).astype(np.int16)
-            colour = np.abs(thumbnails - mine).mean(axis=1)
+            mine = np.frombuffer(thumbnail, dtype=np.uint8).astype(np.int16).reshape(1, -1)
+            colour = thumbnail_distances(thumbnails, np.repeat(mine, len(thumbnails), axis=0))
             close &= (thumbnails[:, 0] < 0) | (colour <= self.colour_threshold)
         hits = np.flatnonzero(close)
         if len(hits) == 0:
@@ -169,8 +178,10 @@ class PerceptualEdges(beam.PTransform):
         block: int = 2048,
         cap: int = 2048,
         leaders: int = DEFAULT_LEADERS,
+        probe: bool = False,
     ) -> None:
         super().__init__()
+        self.probe = probe
         self.threshold = threshold
         self.bands = bands
         self.colour_threshold = colour_threshold
@@ -184,7 +195,7 @@ class PerceptualEdges(beam.PTransform):
         def edges(element: tuple[Band, Iterable[Member]]) -> Iterator[ScoredEdge]:
             return bucket_edges(list(element[1]), threshold, colour, block)
 
-        members = profiles | "Bands" >> beam.FlatMap(band_members, self.bands)
+        members = profiles | "Bands" >> beam.FlatMap(band_members, self.bands, self.probe)
         hot = (
             members
             | "Ones" >> beam.Map(lambda bm: (bm[0], 1))
@@ -207,10 +218,11 @@ class PerceptualEdges(beam.PTransform):
 
 def perceptual_identity(colour_threshold: float | None) -> Any:
     """value(profile) for collapsing identical images before banding: the pHash, and the
-    colour thumbnail quantised in steps of floor(colour_threshold) + 1, so two profiles with
-    one value differ by at most floor(colour_threshold) on every thumbnail byte and would
-    pass the pairwise colour check anyway. Profiles without a thumbnail form their own
-    values (they meet the others in the buckets, where the pHash alone decides)."""
+    uncropped colour thumbnail quantised in steps of floor(colour_threshold) + 1, so two
+    profiles with one value differ by at most floor(colour_threshold) on every byte of it and
+    would pass the pairwise colour check (a minimum over crops, that one included) anyway.
+    Profiles without a thumbnail form their own values (they meet the others in the buckets,
+    where the pHash alone decides)."""
     step = None if colour_threshold is None else int(colour_threshold) + 1
 
     def identity(profile: Profile) -> tuple[int, bytes | None] | None:
@@ -218,7 +230,8 @@ def perceptual_identity(colour_threshold: float | None) -> Any:
             return None
         if step is None or profile.thumbnail is None:
             return profile.phash, None
-        thumbnail = np.frombuffer(profile.thumbnail, dtype=np.uint8) // step
+        whole = profile.thumbnail[:THUMBNAIL_BYTES]  # the uncropped thumbnail
+        thumbnail = np.frombuffer(whole, dtype=np.uint8) // step
         return profile.phash, thumbnail.astype(np.uint8).tobytes()
 
     return identity
@@ -317,6 +330,7 @@ class PerceptualStage(beam.PTransform):
             config.block_size,
             cap,
             config.bucket_leaders,
+            config.phash_probe,
         )
         survivors, near = profiles | "NearImage" >> SimilarityStage(
             edges,
