@@ -76,14 +76,16 @@ class _CountingHandler(BaseHTTPRequestHandler):
                     buffer, "PNG"
                 )
                 body, kind = buffer.getvalue(), "image/png"
-            self.send_response(200)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
         finally:
+            # Counted out before the answer goes: a client finishes reading it (and may send
+            # its next request) only afterwards, so the count never exceeds the clients'.
             with server.lock:
                 server.in_flight -= 1
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
 
 @pytest.fixture()
