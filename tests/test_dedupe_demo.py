@@ -153,8 +153,8 @@ def test_planted_duplicates_are_found_precisely(demo: Demo, deduped: list[Record
     print({k: v for k, v in scores.items() if k != "final"})
     assert scores["planted"]["exact"] >= 10 and scores["planted"]["near"] >= 10
     assert scores["exact_recall"] == 1.0
-    # Measured 14/15 on this site: the miss is a crop copy (pHash moves up to 10-12 bits on
-    # the demo's flat pictures); the issue asks 0.95, see the dedupe closing note.
+    # Measured 14/15 on this site: the miss is a pair 10 bits apart that shares no LSH band
+    # (DedupeConfig.phash_probe finds it: see the pooled test).
     assert scores["near_recall"] >= 0.9
     assert scores["precision"] >= 0.99 and scores["near_precision"] >= 0.99
 
@@ -230,23 +230,32 @@ def test_decontamination_drops_matches_of_eval_images(demo: Demo, tmp_path: Path
 
 
 @pytest.mark.slow
-def test_near_duplicate_recall_and_precision_pooled_over_demo_webs(demo: Demo) -> None:
-    """The issue's bar (near recall >= 0.95, precision >= 0.99), measured on 75 planted
-    near-duplicates from five demo webs: one site plants only 15, so a single miss there
-    moves its recall by 0.067."""
+@pytest.mark.parametrize(
+    ("probe", "bar"),
+    # measured: 73/75 by default (the misses: pairs 10 bits apart that share no band), 75/75
+    # with multi-probe buckets; no wrong drop in either (the colour check compares slight
+    # crops, which caught the crop copies the plain 8x8 thumbnail refused)
+    [(False, 0.95), (True, 0.99)],
+)
+def test_near_duplicate_recall_and_precision_pooled_over_demo_webs(
+    demo: Demo, probe: bool, bar: float
+) -> None:
+    """Near recall and precision (>= 0.99) on 75 planted near-duplicates from five demo webs:
+    one site plants only 15, so a single miss there moves its recall by 0.067."""
+    config = DedupeConfig(phash_probe=probe)
     found = planted = drops = wrong = 0
     for seed, site in [(3, demo), *((s, None) for s in (0, 1, 2, 4))]:
         records = site or demo_records(seed=seed, n_images=600)
-        scores = evaluate(records, run_transform(records.records, Deduplicate(DedupeConfig())))
+        scores = evaluate(records, run_transform(records.records, Deduplicate(config)))
         assert scores["exact_recall"] == 1.0, seed
         near = scores["planted"]["near"]
         planted += near
         found += round(scores["near_recall"] * near)
         drops += scores["drops"]
         wrong += round((1 - scores["precision"]) * scores["drops"])
-    print(f"near recall {found}/{planted}, wrong drops {wrong}/{drops}")
+    print(f"probe={probe}: near recall {found}/{planted}, wrong drops {wrong}/{drops}")
     assert planted >= 75
-    assert found / planted >= 0.95
+    assert found / planted >= bar
     assert 1 - wrong / drops >= 0.99
 
 
