@@ -59,9 +59,9 @@ def main(argv: list[str] | None = None) -> int:
             images = [Image.open(io.BytesIO(r.image or b"")).convert("RGB") for r in batch]
             pixels = torch.stack([clip.preprocess(image) for image in images]).to(clip.device)
             with torch.inference_mode():
-                image_features = clip.model.encode_image(pixels)  # type: ignore[operator]
+                image_features = clip.model.encode_image(pixels)
                 tokens = clip.tokenizer([r.caption for r in batch]).to(clip.device)
-                text_features = clip.model.encode_text(tokens)  # type: ignore[operator]
+                text_features = clip.model.encode_text(tokens)
                 image_features = torch.nn.functional.normalize(image_features, dim=-1)
                 text_features = torch.nn.functional.normalize(text_features, dim=-1)
                 (image_features * text_features).sum(-1).cpu().tolist()

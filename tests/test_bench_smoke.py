@@ -24,11 +24,7 @@ def test_every_bench_script_takes_smoke() -> None:
     scripts = bench_scripts(BENCH)
     assert {"download.py", "langid.py", "extract.py"} <= {p.name for p in scripts}
     assert "run_smoke.py" not in {p.name for p in scripts}
-    # Their owners are adding --smoke in the same change (issue 14, point 11).
-    pending = {"filter_quality.py"}
-    missing = [
-        p.name for p in scripts if '"--smoke"' not in p.read_text() and p.name not in pending
-    ]
+    missing = [p.name for p in scripts if '"--smoke"' not in p.read_text()]
     assert not missing, f"bench scripts without a --smoke size: {missing}"
 
 
