@@ -74,7 +74,7 @@ def test_the_portraits_face_is_blurred_in_the_stored_jpeg_and_its_box_recorded(
 
 
 def test_demo_web_images_get_no_face_boxes() -> None:
-    site = build_site(seed=11, n_images=60)
+    site = build_site(seed=11, n_images=40)
     processor = ImageProcessor(ImageConfig(blur_faces=True))
     checked = 0
     for ref in site.ground_truth.references:
@@ -85,7 +85,7 @@ def test_demo_web_images_get_no_face_boxes() -> None:
         if out.status is Status.CANDIDATE:
             assert out.face_boxes == "[]", (ref.url, out.face_boxes)
             checked += 1
-    assert checked >= 40
+    assert checked >= 25
 
 
 def test_an_image_without_faces_keeps_its_bytes(portrait: bytes) -> None:
