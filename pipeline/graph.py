@@ -75,11 +75,20 @@ class Candidates(beam.PTransform):
                 | "Crawl" >> CrawlPages(self.config.fetch, sources.depth)
             )
         if sources.warc:
-            parts.append(pipeline | "Warc" >> ReadWarcPages(sources.warc))
+            parts.append(
+                pipeline
+                | "Warc" >> ReadWarcPages(sources.warc, manifest_prefix=sources.manifest_prefix)
+            )
         if sources.wat:
-            parts.append(pipeline | "Wat" >> ReadWatCandidates(sources.wat))
+            parts.append(
+                pipeline
+                | "Wat" >> ReadWatCandidates(sources.wat, manifest_prefix=sources.manifest_prefix)
+            )
         if sources.lists:
-            parts.append(pipeline | "Lists" >> ReadLists(sources.lists))
+            parts.append(
+                pipeline
+                | "Lists" >> ReadLists(sources.lists, manifest_prefix=sources.manifest_prefix)
+            )
         if not parts:
             raise ValueError(
                 "nothing to read: give page URLs, WARC/WAT files or url+caption lists "
