@@ -11,7 +11,8 @@ that URL the same image.
 - **Job-wide politeness**: fetches are keyed by (host, one of `fetch.max_workers_per_host`
   splits) and each split is fetched by one DoFn call, a batch at a time, so at most that
   many workers talk to one host in the whole job, however many run; each `Fetcher` then
-  holds its own per-host concurrency and rate within a batch. (`GroupIntoBatches` would do
+  holds its own per-host concurrency and rate within a batch. robots.txt is fetched once
+  per origin by a pre-pass and its text joined into the host's splits. (`GroupIntoBatches` would do
   the same with state and timers; the local FnApiRunner leaves its timer bundles unrun.)
 - **Pixels off the shuffle**: the resized bytes go to a staging file (`pipeline.staging`)
   and what comes back is `FetchedImage` metadata with a reference, so the join and every
@@ -35,6 +36,7 @@ from dedupe.keep_best import DEFAULT_HOT_CAP, JoinOne, salt_of
 from lait.record import CaptionSource, Record, RejectReason, Status
 from pipeline.fetch import FetchConfig, Fetcher, FetchRejected
 from pipeline.fetch.metrics import FetchMetrics
+from pipeline.fetch.robots import robots_url_of
 from pipeline.fetch.urls import politeness_key
 from pipeline.image import ImageProcessor
 from pipeline.image.config import ImageConfig
@@ -46,6 +48,8 @@ from pipeline.staging import (
     read_outcome_lines,
     stage_images,
 )
+
+_URL, _ROBOTS = "url", "robots"  # the two kinds of member of a host split's group
 
 # What a fetch learns about an image, copied onto every record of its URL.
 IMAGE_FIELDS: tuple[str, ...] = (
@@ -162,11 +166,19 @@ class FetchImages(beam.DoFn):
         self.urls = beam.metrics.Metrics.counter(NAMESPACE, "download.urls")
         self.staged_bytes = beam.metrics.Metrics.counter(NAMESPACE, "download.staged_bytes")
 
-    def process(self, element: tuple[Any, Iterable[str]]) -> Iterator[FetchedImage]:
-        # A host split's URLs arrive as one lazily read group; fetch them a batch at a time,
-        # so memory holds one batch whatever the host's size.
+    def process(self, element: tuple[Any, Iterable[tuple[str, Any]]]) -> Iterator[FetchedImage]:
+        # A host split's group holds its URLs and, when robots.txt is honoured, the rules of
+        # the host's origins from the job's pre-pass: read those first (a group can be read
+        # twice), then fetch the URLs a batch at a time, so memory holds one batch whatever
+        # the host's size.
+        members = element[1]
+        for tag, value in members:
+            if tag == _ROBOTS:
+                self.fetcher.prime_robots_txt(*value)
         batch: list[str] = []
-        for url in element[1]:
+        for tag, url in members:
+            if tag != _URL:
+                continue
             batch.append(url)
             if len(batch) == self.batch_size:
                 yield from self.fetch_batch(batch)
@@ -235,10 +247,27 @@ class FetchDistinctUrls(beam.PTransform):
 
     def expand(self, urls: beam.PCollection) -> beam.PCollection:
         splits = self.fetch.max_workers_per_host
-        return (
+        parts = [
             urls
             | "ByHostSplit"
-            >> beam.Map(lambda url: ((politeness_key(url), salt_of(url, splits)), url))
+            >> beam.Map(lambda url: ((politeness_key(url), salt_of(url, splits)), (_URL, url)))
+        ]
+        if self.fetch.respect_robots_txt:
+            # robots.txt once per origin for the whole job, its rules copied to each split of
+            # the host (a few copies per host, never one per URL).
+            parts.append(
+                urls
+                | "RobotsPrepass" >> RobotsOncePerOrigin(self.fetch)
+                | "ToSplits"
+                >> beam.FlatMap(
+                    lambda kv: (
+                        ((politeness_key(kv[0]), split), (_ROBOTS, kv)) for split in range(splits)
+                    )
+                )
+            )
+        return (
+            parts
+            | "WithRobots" >> beam.Flatten()
             | "HostSplits" >> beam.GroupByKey()
             | "Fetch"
             >> beam.ParDo(
@@ -246,6 +275,42 @@ class FetchDistinctUrls(beam.PTransform):
                     self.fetch, self.image, self.threads, self.staging, self.progress_folder
                 )
             )
+        )
+
+
+class FetchRobotsTxt(beam.DoFn):
+    """robots.txt URLs in; (robots.txt URL, its text or None) out, fetched safely."""
+
+    def __init__(self, fetch: FetchConfig) -> None:
+        self.fetch_config = fetch
+
+    def setup(self) -> None:
+        self.fetcher = Fetcher(self.fetch_config)
+        self.fetch_metrics = FetchMetrics()
+
+    def process(self, robots_url: str) -> Iterator[tuple[str, str | None]]:
+        yield robots_url, self.fetcher.robots_txt(robots_url)
+        self.fetch_metrics.publish(self.fetcher)
+
+    def teardown(self) -> None:
+        self.fetcher.close()
+
+
+class RobotsOncePerOrigin(beam.PTransform):
+    """Image URLs → (robots.txt URL, text) for each distinct origin among them: the job's
+    pre-pass, so a host's robots.txt is requested once however many workers fetch from it."""
+
+    def __init__(self, fetch: FetchConfig) -> None:
+        super().__init__()
+        self.fetch = fetch
+
+    def expand(self, urls: beam.PCollection) -> beam.PCollection:
+        return (
+            urls
+            | "Origins" >> beam.FlatMap(lambda url: [r] if (r := robots_url_of(url)) else [])
+            | "Distinct" >> beam.Distinct()
+            | "Spread" >> beam.Reshuffle()
+            | "Fetch" >> beam.ParDo(FetchRobotsTxt(self.fetch))
         )
 
 

@@ -56,7 +56,7 @@ from pipeline.fetch.counters import FetchCounters
 from pipeline.fetch.errors import FetchRejected
 from pipeline.fetch.ratelimit import DomainRateLimiter
 from pipeline.fetch.response import FetchResponse
-from pipeline.fetch.robots import x_robots_opt_out
+from pipeline.fetch.robots import robots_target, x_robots_opt_out
 from pipeline.fetch.shared import shared_dns_cache, shared_robots_cache
 from pipeline.fetch.urls import InvalidUrl, Target, UnsupportedScheme, join_location, parse_target
 
@@ -448,6 +448,25 @@ class Fetcher:
         return b"".join(chunks)
 
     # -- robots.txt and counting ---------------------------------------------------------------
+
+    def robots_txt(self, url: str) -> str | None:
+        """The robots.txt text of `url`'s origin, fetched now through the safe path (the
+        job's once-per-host pre-pass); None when there is none to honour (missing, failing,
+        or a URL that cannot be fetched at all)."""
+        try:
+            target = parse_target(url)
+        except (InvalidUrl, UnsupportedScheme):
+            return None
+        return self._load_robots_txt(robots_target(target))
+
+    def prime_robots_txt(self, url: str, text: str | None) -> None:
+        """Use `text` (from `robots_txt`, maybe on another worker) as the rules of `url`'s
+        origin in this process, instead of fetching robots.txt again."""
+        try:
+            target = parse_target(url)
+        except (InvalidUrl, UnsupportedScheme):
+            return
+        self._robots.prime(target, text)
 
     def _load_robots_txt(self, robots: Target) -> str | None:
         """robots.txt text for an origin, or None (allow all) when it is missing or failing."""

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 
 from protego import Protego
 
-from pipeline.fetch.urls import Target
+from pipeline.fetch.urls import InvalidUrl, Target, UnsupportedScheme, parse_target
 
 # Directives whose *value* follows a colon, so "name:" is not an agent prefix for them.
 _VALUED_DIRECTIVES = frozenset(
@@ -112,6 +112,16 @@ class RobotsCache:
                 self._loading.pop(key, None)
             return parser
 
+    def prime(self, target: Target, text: str | None) -> None:
+        """Hold the rules `text` (None: allow all) for `target`'s origin, fetched elsewhere
+        (the job's robots.txt pre-pass), so no fetcher here loads them again."""
+        parser = Protego.parse(text or "")
+        with self._lock:
+            self._parsers[target.origin] = parser
+            self._parsers.move_to_end(target.origin)
+            while len(self._parsers) > self._max_entries:
+                self._parsers.popitem(last=False)
+
     def _lookup(self, key: tuple[str, str, int]) -> Protego | None:
         parser = self._parsers.get(key)
         if parser is not None:
@@ -137,3 +147,11 @@ def robots_target(target: Target) -> Target:
         path="/robots.txt",
         host_header=target.host_header,
     )
+
+
+def robots_url_of(url: str) -> str | None:
+    """The robots.txt URL of `url`'s origin; None when `url` cannot be fetched at all."""
+    try:
+        return robots_target(parse_target(url)).url
+    except (InvalidUrl, UnsupportedScheme):
+        return None
