@@ -189,6 +189,7 @@ def main() -> None:
     cases = [c for c in args.cases.split(",") if c]
     out: dict[str, object] = {
         "runner": f"FnApiRunner {args.mode}",
+        "smoke": args.smoke,
         "cpus": os.cpu_count(),
         "phash_threshold": config.phash_threshold,
         "phash_bands": config.phash_bands,
