@@ -71,7 +71,8 @@ def profile_of(record: Record) -> Profile:
         caption=record.caption,
         sha256=record.sha256,
         phash=phash_int(record.phash) if record.phash else None,
-        thumbnail=colour_thumbnail(record.image) if record.image else None,
+        thumbnail=record.colour_thumbnail
+        or (colour_thumbnail(record.image) if record.image else None),
         clip_score=record.clip_score,
         pixels=record_pixels(record),
         tiebreak=(record.page_url or "", record.source, record.sha256 or ""),

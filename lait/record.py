@@ -263,6 +263,9 @@ class Record:
     # Where the fetched, resized bytes wait while selection runs on metadata only
     # (`pipeline.staging`); never written to the dataset.
     image_ref: str | None = None
+    # The image's colour thumbnails (dedupe.fingerprint.colour_thumbnail), taken where the
+    # pixels are decoded anyway (the fetch) so dedupe needs no second read; not a column.
+    colour_thumbnail: bytes | None = dataclasses.field(default=None, repr=False)
     image_format: str | None = None
     width: int | None = None
     height: int | None = None
@@ -339,6 +342,7 @@ class Record:
             self,
             image=None,
             image_ref=None,
+            colour_thumbnail=None,
             status=Status.REJECTED,
             reject_stage=reason.stage,
             reject_reason=reason,
@@ -397,7 +401,7 @@ class Record:
         return cls(image=image, **values)
 
 
-_NOT_METADATA = frozenset({"image", "image_ref"})
+_NOT_METADATA = frozenset({"image", "image_ref", "colour_thumbnail"})
 METADATA_FIELDS: tuple[str, ...] = tuple(
     f.name for f in dataclasses.fields(Record) if f.name not in _NOT_METADATA
 )

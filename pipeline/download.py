@@ -32,6 +32,7 @@ from typing import Any
 
 import apache_beam as beam
 
+from dedupe.fingerprint import colour_thumbnail
 from dedupe.keep_best import DEFAULT_HOT_CAP, JoinOne, salt_of
 from lait.record import CaptionSource, Record, RejectReason, Status
 from pipeline.fetch import FetchConfig, Fetcher, FetchRejected
@@ -63,6 +64,7 @@ IMAGE_FIELDS: tuple[str, ...] = (
     "phash",
     "exif",
     "image_ref",
+    "colour_thumbnail",
 )
 
 
@@ -83,7 +85,10 @@ class FetchedImage:
         return json.dumps(
             {
                 "url": self.url,
-                "fields": dict(self.fields),
+                "fields": {
+                    name: value.hex() if isinstance(value, bytes) else value
+                    for name, value in self.fields
+                },
                 "reject_reason": self.reject_reason.value if self.reject_reason else None,
                 "reject_detail": self.reject_detail,
                 "reject_value": self.reject_value,
@@ -100,7 +105,9 @@ class FetchedImage:
         reason = data["reject_reason"]
         return cls(
             url=data["url"],
-            fields=tuple((name, data["fields"].get(name)) for name in IMAGE_FIELDS),
+            fields=tuple(
+                (name, _field_from_json(name, data["fields"].get(name))) for name in IMAGE_FIELDS
+            ),
             reject_reason=RejectReason(reason) if reason else None,
             reject_detail=data["reject_detail"],
             reject_value=data["reject_value"],
@@ -120,6 +127,10 @@ class FetchedImage:
         )
 
 
+def _field_from_json(name: str, value: Any) -> Any:
+    return bytes.fromhex(value) if name == "colour_thumbnail" and value is not None else value
+
+
 def _fields_of(record: Record) -> tuple[tuple[str, Any], ...]:
     return tuple((name, getattr(record, name)) for name in IMAGE_FIELDS)
 
@@ -135,7 +146,11 @@ def fetch_and_resize(fetcher: Fetcher, processor: ImageProcessor, url: str) -> R
             rejection.reason, rejection.detail, value=rejection.value, limit=rejection.limit
         )
     fetched = dataclasses.replace(probe, image=response.body, num_bytes=len(response.body))
-    return processor.process(fetched)
+    processed = processor.process(fetched)
+    if processed.status is Status.REJECTED or processed.image is None:
+        return processed
+    # Dedupe's colour check needs the pixels, which are at hand only here.
+    return dataclasses.replace(processed, colour_thumbnail=colour_thumbnail(processed.image))
 
 
 class FetchImages(beam.DoFn):
