@@ -173,7 +173,11 @@ class Deduplicate(beam.PTransform):
             else records.pipeline | "NoDecisions" >> beam.Create([])
         )
         decided = (
-            {"record": keyed, "decision": all_decisions}
+            {
+                # The profiles hold the colour thumbnails now; the records need them no more.
+                "record": keyed | "DropThumbnails" >> beam.MapTuple(_without_thumbnail),
+                "decision": all_decisions,
+            }
             | "JoinDecisions" >> beam.CoGroupByKey()
             | "Settle" >> beam.FlatMap(settle, self.collapse_keys)
         )
@@ -191,6 +195,12 @@ class Deduplicate(beam.PTransform):
         if not images:
             return None
         return images | "EvalImages" >> beam.Flatten(), texts
+
+
+def _without_thumbnail(key: str, record: Record) -> tuple[str, Record]:
+    if record.colour_thumbnail is None:
+        return key, record
+    return key, dataclasses.replace(record, colour_thumbnail=None)
 
 
 def _best(profiles: Any) -> Any:
