@@ -68,6 +68,18 @@ IMAGE_FIELDS: tuple[str, ...] = (
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class DownloadSettings:
+    """What the download stage needs: the fetcher's and image processor's configs, fetch
+    threads per worker, where to stage images, and where the local progress bar reads."""
+
+    fetch: FetchConfig
+    image: ImageConfig
+    threads: int
+    staging: str
+    progress_folder: str | None = None
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class FetchedImage:
     """The outcome of fetching one URL: its image fields (with a staging reference when it
@@ -157,26 +169,20 @@ class FetchImages(beam.DoFn):
     """((host, split), URLs) in; one `FetchedImage` per URL out, the kept images' bytes staged
     in one file per batch of `4 x threads` URLs."""
 
-    def __init__(
-        self,
-        fetch: FetchConfig,
-        image: ImageConfig,
-        threads: int,
-        staging: str,
-        progress_folder: str | None,
-    ) -> None:
-        self.fetch_config = fetch
-        self.image_config = image
-        self.threads = threads
-        self.batch_size = 4 * threads
-        self.staging = staging
-        self.progress_folder = progress_folder
+    def __init__(self, settings: DownloadSettings) -> None:
+        self.settings = settings
+        self.batch_size = 4 * settings.threads
+        self.staging = settings.staging
 
     def setup(self) -> None:
-        self.fetcher = Fetcher(self.fetch_config)
-        self.processor = ImageProcessor(self.image_config)
-        self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="lait-fetch")
-        self.progress = ProgressWriter(self.progress_folder) if self.progress_folder else None
+        settings = self.settings
+        self.fetcher = Fetcher(settings.fetch)
+        self.processor = ImageProcessor(settings.image)
+        self.pool = ThreadPoolExecutor(
+            max_workers=settings.threads, thread_name_prefix="lait-fetch"
+        )
+        folder = settings.progress_folder
+        self.progress = ProgressWriter(folder) if folder else None
         self.fetch_metrics = FetchMetrics()
         self.urls = beam.metrics.Metrics.counter(NAMESPACE, "download.urls")
         self.staged_bytes = beam.metrics.Metrics.counter(NAMESPACE, "download.staged_bytes")
@@ -245,34 +251,24 @@ class FetchImages(beam.DoFn):
 class FetchDistinctUrls(beam.PTransform):
     """Distinct image URLs → one `FetchedImage` each, fetched politely job-wide."""
 
-    def __init__(
-        self,
-        fetch: FetchConfig,
-        image: ImageConfig,
-        threads: int,
-        staging: str,
-        progress_folder: str | None = None,
-    ) -> None:
+    def __init__(self, settings: DownloadSettings) -> None:
         super().__init__()
-        self.fetch = fetch
-        self.image = image
-        self.threads = threads
-        self.staging = staging
-        self.progress_folder = progress_folder
+        self.settings = settings
 
     def expand(self, urls: beam.PCollection) -> beam.PCollection:
-        splits = self.fetch.max_workers_per_host
+        fetch = self.settings.fetch
+        splits = fetch.max_workers_per_host
         parts = [
             urls
             | "ByHostSplit"
             >> beam.Map(lambda url: ((politeness_key(url), salt_of(url, splits)), (_URL, url)))
         ]
-        if self.fetch.respect_robots_txt:
+        if fetch.respect_robots_txt:
             # robots.txt once per origin for the whole job, its rules copied to each split of
             # the host (a few copies per host, never one per URL).
             parts.append(
                 urls
-                | "RobotsPrepass" >> RobotsOncePerOrigin(self.fetch)
+                | "RobotsPrepass" >> RobotsOncePerOrigin(fetch)
                 | "ToSplits"
                 >> beam.FlatMap(
                     lambda kv: (
@@ -284,12 +280,7 @@ class FetchDistinctUrls(beam.PTransform):
             parts
             | "WithRobots" >> beam.Flatten()
             | "HostSplits" >> beam.GroupByKey()
-            | "Fetch"
-            >> beam.ParDo(
-                FetchImages(
-                    self.fetch, self.image, self.threads, self.staging, self.progress_folder
-                )
-            )
+            | "Fetch" >> beam.ParDo(FetchImages(self.settings))
         )
 
 
@@ -334,21 +325,9 @@ class Download(beam.PTransform):
     its outcome (image fields and staging reference, or the fetch's reject reason) given to
     every candidate with that URL; records already settled pass through unfetched."""
 
-    def __init__(
-        self,
-        fetch: FetchConfig,
-        image: ImageConfig,
-        threads: int,
-        staging: str,
-        progress_folder: str | None = None,
-        hot_cap: int = DEFAULT_HOT_CAP,
-    ) -> None:
+    def __init__(self, settings: DownloadSettings, hot_cap: int = DEFAULT_HOT_CAP) -> None:
         super().__init__()
-        self.fetch = fetch
-        self.image = image
-        self.threads = threads
-        self.staging = staging
-        self.progress_folder = progress_folder
+        self.settings = settings
         self.hot_cap = hot_cap
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
@@ -357,17 +336,10 @@ class Download(beam.PTransform):
         # A rerun of a killed job: URLs a committed fetch batch answered are not fetched again.
         known = {
             "many": urls | "UrlByUrl" >> beam.Map(lambda url: (url, url)),
-            "one": records.pipeline | "StagedOutcomes" >> StagedOutcomes(self.staging),
+            "one": records.pipeline | "StagedOutcomes" >> StagedOutcomes(self.settings.staging),
         } | "Known" >> JoinOne(lambda url, known: [(url, known)], member_id=str)
         todo, done = known | "FetchedBefore" >> beam.Partition(_NewOrKnown(), 2)
-        fetched = (
-            todo
-            | "ToFetch" >> beam.Keys()
-            | "FetchUrls"
-            >> FetchDistinctUrls(
-                self.fetch, self.image, self.threads, self.staging, self.progress_folder
-            )
-        )
+        fetched = todo | "ToFetch" >> beam.Keys() | "FetchUrls" >> FetchDistinctUrls(self.settings)
         outcomes = (fetched, done | "Reused" >> beam.Values()) | "Outcomes" >> beam.Flatten()
         joined = {
             "many": live | "ByUrl" >> beam.Map(lambda r: (r.url, r)),

@@ -21,7 +21,7 @@ from lait.record import Record, RejectReason, Status
 from pipeline.clip import BestCaptionPerImage, ClipScore, ClipScoreWithEmbeddings
 from pipeline.config import PipelineConfig
 from pipeline.crawl import CrawlPages
-from pipeline.download import Download, LiveOrSettled
+from pipeline.download import Download, DownloadSettings, LiveOrSettled
 from pipeline.langid import LanguageFilter
 from pipeline.outcomes import CountOutcome
 from pipeline.read_sources import ReadLists, ReadWarcPages, ReadWatCandidates
@@ -121,11 +121,13 @@ class BuildDataset(beam.PTransform):
             | "Language" >> LanguageFilter(config.language)
             | "Download"
             >> Download(
-                config.fetch,
-                config.image,
-                config.fetch_threads,
-                staging_folder(config.output.folder),
-                self.progress_folder,
+                DownloadSettings(
+                    config.fetch,
+                    config.image,
+                    config.fetch_threads,
+                    staging_folder(config.output.folder),
+                    self.progress_folder,
+                )
             )
         )
         embeddings = None

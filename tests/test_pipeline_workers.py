@@ -25,7 +25,7 @@ from lait.demo_web import DemoSite, DemoWebServer, build_site
 from lait.record import CaptionSource, Record, Status
 from pipeline.clip import DEMO_CLIP_MODEL, ClipConfig
 from pipeline.config import ListSource, OutputConfig, PipelineConfig, SourcesConfig
-from pipeline.download import Download
+from pipeline.download import Download, DownloadSettings
 from pipeline.fetch import FetchConfig
 from pipeline.image.config import ImageConfig
 from pipeline.run import run_pipeline
@@ -228,7 +228,10 @@ def test_a_hot_url_is_fetched_once_and_joined_in_bounded_groups(
     out = (
         pipeline
         | beam.Create(records)
-        | Download(fetch, ImageConfig(min_side=32, min_bytes=0), 4, staging, hot_cap=500)
+        | Download(
+            DownloadSettings(fetch, ImageConfig(min_side=32, min_bytes=0), 4, staging),
+            hot_cap=500,
+        )
     )
     outcomes = out | "Outcome" >> beam.Map(lambda r: f"{r.status.value} {r.sha256 is not None}")
     assert_that(
