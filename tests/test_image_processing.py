@@ -95,6 +95,22 @@ def test_bad_images_get_reasons(
     assert out.image is None and out.reject_detail
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        _encode(Image.new("P", (400, 400), 3), "PNG", optimize=True),
+        _encode(Image.new("RGB", (420, 420), (200, 30, 40)), "WEBP", quality=50),
+    ],
+    ids=["flat-palette-png", "flat-webp"],
+)
+def test_valid_small_encodings_pass_the_default_filters(data: bytes) -> None:
+    # Hundreds of bytes for 400-pixel images: tiny on the wire, not tiny images.
+    assert len(data) < 1_000
+    out = ImageProcessor(ImageConfig()).process(_with(data))
+    assert out.status is Status.CANDIDATE, out.reject_detail
+    assert min(out.original_width or 0, out.original_height or 0) >= 400
+
+
 def test_decompression_bomb_is_refused_before_decoding() -> None:
     # A 20000x20000 one-bit PNG is a few KB on the wire but 1.2 GB once decoded to RGB.
     processor = ImageProcessor(ImageConfig(max_pixels=50_000_000))

@@ -19,7 +19,9 @@ class ImageConfig:
     encode_quality: int = 95
     min_side: int = 300
     max_aspect_ratio: float = 3.0
-    min_bytes: int = 1_000
+    # A floor for obviously broken bodies only: a valid flat PNG of 400x400 is ~160 bytes,
+    # so "too small" is judged by the decoded size (`min_side`), not by the bytes.
+    min_bytes: int = 64
     max_pixels: int = 89_478_485  # Pillow's decompression-bomb limit
     # Blur faces in the stored image (OpenCV's Haar cascade), recording their boxes in
     # `face_boxes`, as DataComp releases its pool.
