@@ -96,6 +96,10 @@ class OutputConfig:
     samples_per_shard: int = 1000
     rejects_per_part: int = 50_000
     overwrite: bool = False
+    # Refetch the candidates the folder's run rejected for transient reasons (timeouts,
+    # connection errors, 5xx, 429) and move those that now pass into new shards
+    # (`pipeline.retry`).
+    retry_failed: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
