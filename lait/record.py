@@ -56,6 +56,8 @@ class RejectReason(StrEnum):
     TRACKING_PIXEL = "tracking_pixel"
     ICON = "icon"
     NO_CAPTION = "no_caption"
+    # the page offered more images than `fetch.max_images_per_page`: the rest are not fetched
+    OVER_PAGE_CAP = "over_page_cap"
     # text filters (cheap, before any download)
     UNDECODABLE_TEXT = "undecodable_text"
     CAPTION_TOO_SHORT = "caption_too_short"
@@ -83,6 +85,11 @@ class RejectReason(StrEnum):
     WRONG_CONTENT_TYPE = "wrong_content_type"
     ROBOTS_TXT_DISALLOWED = "robots_txt_disallowed"
     X_ROBOTS_TAG_OPT_OUT = "x_robots_tag_opt_out"
+    # the page's <meta name="robots"> (or one naming our user agent) says noai / noimageai
+    META_ROBOTS_OPT_OUT = "meta_robots_opt_out"
+    # the image's host had spent its job-wide budget (`fetch.max_fetches_per_host`,
+    # `fetch.max_seconds_per_host`): not fetched
+    OVER_HOST_BUDGET = "over_host_budget"
     # decode
     UNDECODABLE_IMAGE = "undecodable_image"
     TRUNCATED_IMAGE = "truncated_image"
@@ -122,6 +129,7 @@ def _reasons_by_stage() -> dict[RejectReason, Stage]:
             r.TRACKING_PIXEL,
             r.ICON,
             r.NO_CAPTION,
+            r.OVER_PAGE_CAP,
         ),
         Stage.TEXT_FILTER: (
             r.UNDECODABLE_TEXT,
@@ -149,6 +157,8 @@ def _reasons_by_stage() -> dict[RejectReason, Stage]:
             r.WRONG_CONTENT_TYPE,
             r.ROBOTS_TXT_DISALLOWED,
             r.X_ROBOTS_TAG_OPT_OUT,
+            r.META_ROBOTS_OPT_OUT,
+            r.OVER_HOST_BUDGET,
         ),
         Stage.DECODE: (r.UNDECODABLE_IMAGE, r.TRUNCATED_IMAGE, r.DECOMPRESSION_BOMB),
         Stage.IMAGE_FILTER: (r.TOO_SMALL, r.BAD_ASPECT_RATIO, r.TOO_FEW_BYTES),
