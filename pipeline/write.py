@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import apache_beam as beam
@@ -76,25 +76,38 @@ def _num_groups(count: int, per_group: int) -> int:
     return max(1, math.ceil(count / per_group))
 
 
-class _WriteGroups(beam.PTransform):
-    """Group records into `ceil(n / per_group)` hash groups and commit each group."""
+class WriteGroups(beam.PTransform):
+    """Group elements into `ceil(n / per_group)` hash groups and commit each group.
 
-    def __init__(self, folder: str, per_group: int, accepted: bool) -> None:
+    `commit(folder, group_id, members)` writes one group (accepted samples as a shard,
+    rejects as a ledger part by default); `key_of` gives the stable key an element is hashed
+    by (a record's key by default), so a rerun puts every element in the same group."""
+
+    def __init__(
+        self,
+        folder: str,
+        per_group: int,
+        accepted: bool = False,
+        commit: Callable[[str, int, list[Any]], Any] | None = None,
+        key_of: Callable[[Any], str] | None = None,
+    ) -> None:
         super().__init__()
         self.folder = folder
         self.per_group = per_group
-        self.accepted = accepted
+        self.commit = commit or (write_samples if accepted else write_rejects)
+        self.key_of = key_of or (lambda record: record.key)
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
         count = records | "Count" >> beam.combiners.Count.Globally()
         per_group = self.per_group
         folder = self.folder
-        commit = write_samples if self.accepted else write_rejects
+        commit = self.commit
+        key_of = self.key_of
 
-        def assign(record: Record, total: int) -> tuple[int, Record]:
-            return shard_index(record.key, _num_groups(total, per_group)), record
+        def assign(element: Any, total: int) -> tuple[int, Any]:
+            return shard_index(key_of(element), _num_groups(total, per_group)), element
 
-        def write(group: tuple[int, Iterable[Record]]) -> FolderCounts:
+        def write(group: tuple[int, Iterable[Any]]) -> Any:
             index, members = group
             return commit(folder, index, list(members))
 
@@ -140,8 +153,8 @@ class WriteDataset(beam.PTransform):
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
         accepted, rejected = records | "Split" >> beam.Partition(_BySettlement(), 2)
-        shards = accepted | "Shards" >> _WriteGroups(self.folder, self.samples_per_shard, True)
-        parts = rejected | "Rejects" >> _WriteGroups(self.folder, self.rejects_per_part, False)
+        shards = accepted | "Shards" >> WriteGroups(self.folder, self.samples_per_shard, True)
+        parts = rejected | "Rejects" >> WriteGroups(self.folder, self.rejects_per_part, False)
         folder = self.folder
         return (
             (shards, parts)
