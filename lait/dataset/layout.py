@@ -4,6 +4,7 @@ DATASET/
   00000.tar 00000.parquet 00001.tar 00001.parquet ...   accepted samples (WebDataset)
   00000_stats.json 00001_stats.json ...                  per-shard counts (img2dataset's)
   rejects/00000.parquet ...                              every dropped candidate
+  pages/00000.parquet ...                                every page a crawl tried (pipeline.pages)
   stats.json                                             per-stage counts that add up
   sizes.json                                             samples per shard (open_clip)
   README.md                                              dataset card (Hugging Face datasets)
@@ -16,6 +17,7 @@ import re
 
 SHARD_DIGITS = 5
 REJECTS_DIR = "rejects"
+PAGES_DIR = "pages"  # the crawl's pages ledger: one row per page fetched, refused or failed
 STAGING_DIR = "_staging"  # a running job's fetched images (pipeline.staging); removed at the end
 STATS_FILE = "stats.json"
 SIZES_FILE = "sizes.json"
@@ -50,6 +52,11 @@ def rejects_part_name(part_id: int | str) -> str:
     """`rejects/00042.parquet` (a part may also be named by a string, e.g. a worker's id)."""
     stem = f"{part_id:0{SHARD_DIGITS}d}" if isinstance(part_id, int) else part_id
     return f"{REJECTS_DIR}/{stem}.parquet"
+
+
+def pages_part_name(part_id: int) -> str:
+    """`pages/00042.parquet`, one part of the crawl's pages ledger."""
+    return f"{PAGES_DIR}/{part_id:0{SHARD_DIGITS}d}.parquet"
 
 
 def shard_id_of(name: str) -> int | None:

@@ -191,7 +191,7 @@ def prepare_folder(folder: str, *, overwrite: bool, keep: Collection[str] = ()) 
             name = path.rsplit("/", 1)[-1]
             if name in keep:
                 continue
-            if name in (layout.REJECTS_DIR, layout.STAGING_DIR):
+            if name in (layout.REJECTS_DIR, layout.PAGES_DIR, layout.STAGING_DIR):
                 fs.rm(path, recursive=True)
             elif layout.is_dataset_file(name) or storage.is_temporary(name):
                 fs.rm(path)
