@@ -75,6 +75,8 @@ def rejected(
     url: str | None = None,
     duplicate_of: str | None = None,
     clip_score: float | None = None,
+    value: float | None = None,
+    limit: float | None = None,
     **fields: Any,
 ) -> Record:
     candidate = Record.candidate(
@@ -86,7 +88,9 @@ def rejected(
     if clip_score is not None:
         candidate = dataclasses.replace(candidate, clip_score=clip_score)
     candidate = dataclasses.replace(candidate, **fields)
-    return candidate.rejected(reason, detail=f"detail {i}", duplicate_of=duplicate_of)
+    return candidate.rejected(
+        reason, detail=f"detail {i}", duplicate_of=duplicate_of, value=value, limit=limit
+    )
 
 
 # Content-head rejects: (reason, probability column, probabilities).
@@ -123,8 +127,18 @@ def audit_records() -> list[Record]:
     records.append(
         rejected(n + 4, RejectReason.DUPLICATE_EXACT, caption=IMG_CAPTION, duplicate_of=survivor)
     )
-    records.append(rejected(n + 5, RejectReason.DUPLICATE_PERCEPTUAL, duplicate_of=survivor))
-    records.append(rejected(n + 6, RejectReason.DUPLICATE_CAPTION, duplicate_of=records[5].key))
+    records.append(
+        rejected(n + 5, RejectReason.DUPLICATE_PERCEPTUAL, duplicate_of=survivor, value=7, limit=10)
+    )
+    records.append(
+        rejected(
+            n + 6,
+            RejectReason.DUPLICATE_CAPTION,
+            duplicate_of=records[5].key,
+            value=0.9231,
+            limit=0.9,
+        )
+    )
     n += 7
     for reason, column, values in CONTENT_REJECTS:
         for value in values:
@@ -247,6 +261,13 @@ def test_galleries(report: tuple) -> None:
         "duplicate_exact",
         "duplicate_perceptual",
     }
+    # each drop carries what its stage measured of the pair and the bound it met
+    measured = {
+        d["reject_reason"]: (d["reject_value"], d["reject_limit"]) for d in big["duplicates"]
+    }
+    assert measured == {"duplicate_exact": (None, None), "duplicate_perceptual": (7.0, 10.0)}
+    caption = clusters[records[5].key]["duplicates"]
+    assert [(d["reject_value"], d["reject_limit"]) for d in caption] == [(0.9231, 0.9)]
 
 
 def test_content_head_galleries(report: tuple) -> None:

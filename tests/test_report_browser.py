@@ -102,6 +102,24 @@ def test_content_filter_section_renders_its_galleries(rendered: dict[str, Any]) 
         assert "Lowest-scored rejected" in block and "<table" in block
 
 
+def test_duplicates_section_shows_each_pair_against_its_limit(rendered: dict[str, Any]) -> None:
+    dom = rendered["dom"]
+    section = re.search(r'<section[^>]+id="duplicates".*?</section>', dom, re.S)
+    assert section, "no duplicates section"
+    pairs = re.findall(
+        r'<span class="pair" data-reject-value="([^"]+)" data-reject-limit="([^"]+)">([^<]+)<',
+        section.group(0),
+    )
+    # the perceptual drop's Hamming bits against the threshold, the caption drop's Jaccard
+    # against its bound; an exact drop measures nothing and shows a dash
+    assert sorted(pairs) == [
+        ("0.9231", "0.9", "Jaccard 0.923 ≥ 0.9"),
+        ("7", "10", "Hamming 7 bits ≤ 10"),
+    ]
+    assert '<span class="pair">—</span>' in section.group(0)
+    assert "pair: measured vs limit" in section.group(0)
+
+
 def test_injected_captions_do_not_execute(rendered: dict[str, Any]) -> None:
     dom = rendered["dom"]
     title = re.search(r"<title>(.*?)</title>", dom, re.S)

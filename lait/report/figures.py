@@ -55,6 +55,10 @@ REJECT_COLUMNS = [
     "reject_reason",
     "reject_detail",
     "duplicate_of",
+    # what the rejecting check measured and the bound it met (a pair's Hamming bits or
+    # cosine and the threshold, for a duplicate)
+    "reject_value",
+    "reject_limit",
 ]
 
 # The content heads on the CLIP image embedding: signal -> (probability column, its reject).

@@ -653,6 +653,35 @@ def _content_heads(data: ReportData, thumbnails: Thumbnails) -> Html:
     return _section("content", "Content filters", lede, *blocks)
 
 
+# How each similarity drop measures its pair: (what the value is, how it meets the limit).
+_PAIR_MEASURES = {
+    "duplicate_perceptual": ("Hamming {value:.0f} bits", "≤ {limit:.0f}"),
+    "duplicate_semantic": ("cosine {value:.4f}", "≥ {limit:g}"),
+    "duplicate_caption": ("Jaccard {value:.3f}", "≥ {limit:g}"),
+}
+
+
+def _pair_closeness(row: dict[str, Any]) -> Html:
+    """A duplicate drop's pair, as its stage measured it: e.g. "Hamming 7 bits ≤ 10" or
+    "cosine 0.9731 ≥ 0.95" (reject_value against reject_limit); "—" for exact matches."""
+    value, limit = row.get("reject_value"), row.get("reject_limit")
+    if not isinstance(value, int | float):
+        return el("span", "—", class_="pair")
+    measured, bound = _PAIR_MEASURES.get(
+        str(row.get("reject_reason")), ("{value:g}", "vs {limit:g}")
+    )
+    text = measured.format(value=value)
+    if isinstance(limit, int | float):
+        text += " " + bound.format(limit=limit)
+    return el(
+        "span",
+        text,
+        class_="pair",
+        data__reject__value=f"{value:g}",
+        data__reject__limit=None if limit is None else f"{limit:g}",
+    )
+
+
 def _cluster(cluster: DuplicateCluster, thumbnails: Thumbnails) -> Html:
     if cluster.survivor is not None:
         tag = el("span", f"survivor ({cluster.survivor_status})", class_="tag")
@@ -677,12 +706,19 @@ def _cluster(cluster: DuplicateCluster, thumbnails: Thumbnails) -> Html:
                 class_="meta",
             ),
             _table(
-                [("reason", "w20"), ("caption", "w35"), ("url", "w30"), ("detail", "w15")],
+                [
+                    ("reason", "w15"),
+                    ("caption", "w30"),
+                    ("url", "w25"),
+                    ("pair: measured vs limit", "w15"),
+                    ("detail", "w15"),
+                ],
                 [
                     [
                         el("code", row.get("reject_reason") or ""),
                         el("span", row.get("caption") or "", class_="caption-text"),
                         el("span", link(row.get("url")), class_="url"),
+                        _pair_closeness(row),
                         row.get("reject_detail") or "—",
                     ]
                     for row in cluster.duplicates
