@@ -26,10 +26,11 @@ class DedupeConfig:
     perceptual: bool = True
     phash_threshold: int = 10
     phash_bands: int = 6
-    # multi-probe: buckets also hold the hashes one bit away in a band, so every pair within
-    # 2 * phash_bands - 1 bits (11) meets, not only those within phash_bands - 1 (5); costs
-    # about 1 + 64 / phash_bands times the bucket shuffle (see bench/dedupe_scale.py)
-    phash_probe: bool = False
+    # multi-probe: each bucket's distinct hashes also meet the buckets one bit away in its
+    # band, so every pair within 2 * phash_bands - 1 bits (11) meets, not only those within
+    # phash_bands - 1 (5); members are not copied, only a hash array per bucket and
+    # neighbour crosses (see dedupe/probe.py; its cost in bench/dedupe_scale.py)
+    phash_probe: bool = True
     colour_threshold: float | None = 3.5
 
     # caption near-duplicates: Jaccard of word-shingle sets, found by MinHash + LSH

@@ -50,18 +50,6 @@ def band_values(phash: int, bands: int) -> list[tuple[int, int]]:
     return [(i, (phash >> shift) & mask) for i, (shift, mask) in enumerate(band_slices(bands))]
 
 
-def probed_band_values(phash: int, bands: int) -> list[tuple[int, int]]:
-    """`band_values` plus, for each band, every value one bit away (multi-probe LSH): two
-    hashes within 2 * bands - 1 bits then always share a key (pigeonhole: some band differs
-    by at most one bit), at 1 + 64 / bands keys per band instead of 1."""
-    keys = []
-    for i, (shift, mask) in enumerate(band_slices(bands)):
-        value = (phash >> shift) & mask
-        keys.append((i, value))
-        keys += [(i, value ^ (1 << bit)) for bit in range(mask.bit_length())]
-    return keys
-
-
 def colour_thumbnail(image: bytes) -> bytes | None:
     """The image's 8x8 RGB box-filtered thumbnails (192 bytes each) of the whole picture and of
     it cropped by each of `CROPS` per side, concatenated; None if the bytes do not decode.

@@ -30,11 +30,13 @@ from apache_beam.metrics import Metrics
 
 from dedupe.buckets import hamming_close, spanning_edges, thumbnail_matrix
 from dedupe.config import DedupeConfig
-from dedupe.fingerprint import (
-    THUMBNAIL_BYTES,
-    band_values,
-    probed_band_values,
-    thumbnail_distances,
+from dedupe.fingerprint import THUMBNAIL_BYTES, band_values, thumbnail_distances
+from dedupe.probe import (
+    BucketHashes,
+    member_or_neighbours,
+    neighbour_lists,
+    probe_halves,
+    verified_probe_edges,
 )
 from dedupe.profile import Profile, Rank
 from dedupe.stages import BestPerValue, ExactStage, SimilarityStage
@@ -50,16 +52,12 @@ ScoredEdge = tuple[Rank, Rank, int]
 DEFAULT_LEADERS = 64
 
 
-def band_members(
-    profile: Profile, bands: int, probe: bool = False
-) -> Iterator[tuple[Band, Member]]:
-    """One (band key, member) per band of a profile's pHash (with `probe`, also one per value
-    a bit away in each band: see `probed_band_values`)."""
+def band_members(profile: Profile, bands: int) -> Iterator[tuple[Band, Member]]:
+    """One (band key, member) per band of a profile's pHash."""
     if profile.phash is None:
         return
     member = (profile.rank, profile.phash, profile.thumbnail, profile.copies)
-    keys = probed_band_values if probe else band_values
-    for band in keys(profile.phash, bands):
+    for band in band_values(profile.phash, bands):
         yield band, member
 
 
@@ -191,11 +189,18 @@ class PerceptualEdges(beam.PTransform):
 
     def expand(self, profiles: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
         threshold, colour, block = self.threshold, self.colour_threshold, self.block
+        bands = self.bands
 
         def edges(element: tuple[Band, Iterable[Member]]) -> Iterator[ScoredEdge]:
             return bucket_edges(list(element[1]), threshold, colour, block)
 
-        members = profiles | "Bands" >> beam.FlatMap(band_members, self.bands, self.probe)
+        def edges_and_halves(element: tuple[Band, Iterable[tuple[str, Any]]]) -> Iterator[Any]:
+            members, neighbours = member_or_neighbours(element[1])
+            yield from bucket_edges(members, threshold, colour, block)
+            for half in probe_halves(members, neighbours, threshold, bands):
+                yield beam.pvalue.TaggedOutput("half", half)
+
+        members = profiles | "Bands" >> beam.FlatMap(band_members, bands)
         hot = (
             members
             | "Ones" >> beam.Map(lambda bm: (bm[0], 1))
@@ -205,7 +210,35 @@ class PerceptualEdges(beam.PTransform):
         split = members | "HotOrCold" >> beam.FlatMap(
             _hot_or_cold, beam.pvalue.AsDict(hot)
         ).with_outputs("hot", main="cold")
-        cold = split.cold | "Buckets" >> beam.GroupByKey() | "CloseInBucket" >> beam.FlatMap(edges)
+        if self.probe:  # see dedupe/probe.py
+            neighbours = (
+                split.cold
+                | "MemberHashes" >> beam.MapTuple(lambda band, member: (band, member[1]))
+                | "BucketHashes" >> beam.CombinePerKey(BucketHashes())
+                | "ToNeighbours" >> beam.FlatMap(neighbour_lists, bands)
+                | "TagNeighbours" >> beam.MapTuple(lambda band, hashes: (band, ("near", hashes)))
+            )
+            found = (
+                (
+                    split.cold
+                    | "TagMembers" >> beam.MapTuple(lambda band, m: (band, ("member", m))),
+                    neighbours,
+                )
+                | "MembersAndNeighbours" >> beam.Flatten()
+                | "Buckets" >> beam.GroupByKey()
+                | "CloseInBucket"
+                >> beam.FlatMap(edges_and_halves).with_outputs("half", main="edges")
+            )
+            probed = (
+                found.half
+                | "PairHalves" >> beam.GroupByKey()
+                | "CloseAcrossBuckets" >> beam.FlatMap(verified_probe_edges, colour)
+            )
+            cold = (found.edges, probed) | "ColdEdges" >> beam.Flatten()
+        else:
+            cold = (
+                split.cold | "Buckets" >> beam.GroupByKey() | "CloseInBucket" >> beam.FlatMap(edges)
+            )
         leaders = split.hot | "Leaders" >> beam.combiners.Top.PerKey(
             self.leaders, key=leader_order, reverse=True
         )

@@ -9,16 +9,10 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
+from apache_beam.testing.util import assert_that
 
 from dedupe import DedupeConfig, Deduplicate
 from lait.record import CaptionSource, Record, RejectReason, Status
-
-_OUT: list[Record] = []
-
-
-def _collect(record: Record) -> None:
-    # A module-level function pickles by reference, so the in-process runner fills _OUT.
-    _OUT.append(record)
 
 
 def _records_and_embeddings() -> tuple[list[Record], list[tuple[str, np.ndarray]], dict[str, int]]:
@@ -56,24 +50,24 @@ def test_semantic_duplicates_collapse_to_the_best_ranked() -> None:
         semantic_threshold=0.95,
         semantic_clusters=4,
     )
-    _OUT.clear()
+
+    def check(output: list[Record]) -> None:
+        out = {r.key: r for r in output}
+        assert set(out) == {r.key for r in records} and len(output) == len(records)  # none lost
+        dropped = [r for r in out.values() if r.status is Status.REJECTED]
+        assert len(dropped) == 16  # two of each triplet
+        for record in dropped:
+            assert record.reject_reason is RejectReason.DUPLICATE_SEMANTIC
+            survivor = out[record.duplicate_of or ""]
+            assert group[survivor.key] == group[record.key]
+            assert survivor.status is Status.CANDIDATE
+            assert (survivor.clip_score or 0) > (record.clip_score or 0)  # keep policy
+            assert record.reject_limit == 0.95 and (record.reject_value or 0) >= 0.95
+        kept_groups = sorted(group[r.key] for r in out.values() if r.status is Status.CANDIDATE)
+        assert kept_groups == list(range(16))
+
     options = PipelineOptions(["--direct_running_mode=in_memory"])
     with beam.Pipeline(runner=FnApiRunner(), options=options) as pipeline:
         vectors = pipeline | "Vectors" >> beam.Create(embeddings)
-        _ = (
-            pipeline
-            | "Records" >> beam.Create(records)
-            | Deduplicate(config, embeddings=vectors)
-            | beam.Map(_collect)
-        )
-    out = {r.key: r for r in _OUT}
-    assert set(out) == {r.key for r in records}  # nothing lost
-    dropped = [r for r in out.values() if r.status is Status.REJECTED]
-    assert len(dropped) == 16  # two of each triplet
-    for record in dropped:
-        assert record.reject_reason is RejectReason.DUPLICATE_SEMANTIC
-        survivor = out[record.duplicate_of or ""]
-        assert group[survivor.key] == group[record.key] and survivor.status is Status.CANDIDATE
-        assert (survivor.clip_score or 0) > (record.clip_score or 0)  # keep policy
-    kept_groups = sorted(group[r.key] for r in out.values() if r.status is Status.CANDIDATE)
-    assert kept_groups == list(range(16))
+        out = pipeline | "Records" >> beam.Create(records) | Deduplicate(config, embeddings=vectors)
+        assert_that(out, check)
