@@ -7,41 +7,35 @@ ended, after redirects: http://example.com redirected to https://www.example.com
 links to https://www.example.com/... (and those to the site it was asked under).
 
 No site gets more than `FetchConfig.max_pages_per_site` pages queued in one job (seeds
-included; links beyond it are not fetched and are counted as `pages.over_site_cap`). Each
-round keeps, per site, the first URLs in sorted order (a combiner holding at most the cap),
-so the choice is the same on every run and no site's links are ever held as one group.
+included; links beyond it are not fetched, are counted as `pages.over_site_cap` and leave
+a row in the pages ledger). Each round keeps, per site, the first URLs in sorted order (a
+combiner holding at most the cap), so the choice is the same on every run and no site's
+links are ever held as one group.
+
+Each fetched page's candidates pass its page policy (`pipeline.extract.page_policy`): a
+`<meta name="robots" content="noai">` page gives them all rejected, and a page with more
+than `FetchConfig.max_images_per_page` images gives the excess rejected as `over_page_cap`.
+Every page tried leaves one `PageRow` for the pages ledger (`pipeline.pages`).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from lait.record import Record
-from pipeline.extract import InvalidUrlError, canonical_url, extract_candidates, extract_links
+from pipeline.extract import InvalidUrlError, canonical_url, extract_page
+from pipeline.extract.page_policy import PagePolicy, apply_page_policy
 from pipeline.fetch import FetchConfig, Fetcher, FetchRejected
 from pipeline.fetch.metrics import FetchMetrics
 from pipeline.outcomes import NAMESPACE, count_page
+from pipeline.pages import FETCHED, OVER_SITE_CAP, PageRow
 
 _CHARSET = re.compile(r"charset\s*=\s*[\"']?([\w.:-]+)", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class CrawledPage:
-    """A fetched page: its candidates, and same-site links to follow.
-
-    `url` is where the fetch ended (after redirects), `site` the site it was asked under.
-    """
-
-    url: str
-    site: str
-    candidates: tuple[Record, ...]
-    links: tuple[str, ...]
 
 
 def site_of(url: str) -> str:
@@ -61,42 +55,74 @@ def seed_of(url: str) -> tuple[str, str]:
     return site_of(url), url
 
 
-class FetchPage(beam.DoFn):
-    """(site, url) in; a `CrawledPage` out, or nothing (counted) if the page fails."""
+LINKS, PAGES = "links", "pages"  # FetchPage's tagged outputs beside its candidates
 
-    def __init__(self, fetch: FetchConfig, source: str) -> None:
+
+class FetchPage(beam.DoFn):
+    """(site, url) in; the page's candidate records out (the per-page cap and the meta robots
+    opt-out applied: `pipeline.extract.page_policy`), with its same-site links (tagged
+    LINKS, as (link, site)) and one `PageRow` (tagged PAGES) whatever became of the page.
+
+    Records leave one by one, never as one element holding a whole page."""
+
+    def __init__(self, fetch: FetchConfig, source: str, depth: int = 0) -> None:
         self.fetch_config = fetch
         self.source = source
+        self.depth = depth
 
     def setup(self) -> None:
         self.fetcher = Fetcher(self.fetch_config)
         self.metrics = FetchMetrics()
+        self.policy = PagePolicy.of(self.fetch_config)
 
-    def process(self, element: tuple[str, str]) -> Iterator[CrawledPage]:
+    def process(self, element: tuple[str, str]) -> Iterator[Any]:
         site, url = element
         try:
             response = self.fetcher.fetch(url, accept="page")
         except FetchRejected as rejection:
             count_page(rejection.reason.value)
+            yield beam.pvalue.TaggedOutput(
+                PAGES,
+                PageRow(url, site, self.depth, rejection.reason.value, detail=rejection.detail),
+            )
             return
         finally:
             self.metrics.publish(self.fetcher)
-        count_page("fetched")
+        count_page(FETCHED)
         match = _CHARSET.search(response.headers.get("content-type", ""))
         charset = match.group(1) if match else None
         # Sighted as the URL asked for: two seeds redirected to one page are two sightings.
-        candidates = extract_candidates(
+        page = extract_page(
             response.body, response.url, source=self.source, headers_charset=charset, where=url
         )
+        policed = apply_page_policy(page.records, page.meta, self.policy)
+        if policed.capped:
+            count_page("over_page_cap")
+        if policed.opt_out is not None:
+            count_page("meta_robots_opt_out")
+        yield from policed.records
         # Same-site is judged from where the fetch ended (http -> https, apex -> www are the
         # normal case), and the site it was asked under still counts.
         sites = {site, site_of(response.url)}
-        links = tuple(
-            link
-            for link in extract_links(response.body, response.url, headers_charset=charset)
-            if site_of(link) in sites
+        links = [link for link in page.links if site_of(link) in sites]
+        for link in links:
+            yield beam.pvalue.TaggedOutput(LINKS, (link, site))
+        yield beam.pvalue.TaggedOutput(
+            PAGES,
+            PageRow(
+                url,
+                site,
+                self.depth,
+                FETCHED,
+                final_url=response.url,
+                detail=f"<meta {policed.opt_out}>" if policed.opt_out else None,
+                http_status=response.status,
+                candidates=len(policed.records),
+                over_page_cap=policed.capped,
+                meta_robots_opt_out=policed.opted_out,
+                links=len(links),
+            ),
         )
-        yield CrawledPage(response.url, site, tuple(candidates), links)
 
     def teardown(self) -> None:
         self.fetcher.close()
@@ -123,8 +149,22 @@ def _admit(element: tuple[str, dict[str, Iterable[object]]], cap: int) -> Iterat
         yield site, str(url)
 
 
-class CrawlPages(beam.PTransform):
-    """Page URLs in; candidate records (some already rejected by extraction) out."""
+def _over_site_cap(
+    element: tuple[str, dict[str, Iterable[object]]], depth: int
+) -> Iterator[PageRow]:
+    """From CoGroupByKey(url → {'new': [site], 'admitted': [...]}): a ledger row for a new URL
+    its site's cap kept from being queued."""
+    url, groups = element
+    if any(True for _ in groups["admitted"]):
+        return
+    for site in groups["new"]:
+        yield PageRow(url, str(site), depth, OVER_SITE_CAP)
+        return
+
+
+class Crawl(beam.PTransform):
+    """Page URLs in; {"candidates": records (some already rejected by extraction or the page
+    policy), "pages": a `PageRow` per page tried or kept out by its site's cap} out."""
 
     def __init__(self, fetch: FetchConfig, depth: int, source: str = "web") -> None:
         super().__init__()
@@ -132,22 +172,22 @@ class CrawlPages(beam.PTransform):
         self.depth = depth
         self.source = source
 
-    def expand(self, urls: beam.PCollection) -> beam.PCollection:
+    def expand(self, urls: beam.PCollection) -> dict[str, beam.PCollection]:
         cap = self.fetch.max_pages_per_site
         frontier = urls | "Seeds" >> beam.Map(seed_of) | "DistinctSeeds" >> beam.Distinct()
         seen = frontier | "SeenSeeds" >> beam.Map(lambda pair: (pair[1], True))
         queued = frontier  # (site, url) of every page queued so far, for the per-site cap
-        page_rounds = []
+        candidates, pages = [], []
         for level in range(self.depth + 1):
-            pages = frontier | f"Fetch{level}" >> beam.ParDo(FetchPage(self.fetch, self.source))
-            page_rounds.append(pages)
+            fetched = frontier | f"Fetch{level}" >> beam.ParDo(
+                FetchPage(self.fetch, self.source, level)
+            ).with_outputs(LINKS, PAGES, main="candidates")
+            candidates.append(fetched.candidates)
+            pages.append(fetched[PAGES])
             if level == self.depth:
                 break
-            found = pages | f"Links{level}" >> beam.FlatMap(
-                lambda page: ((link, page.site) for link in page.links)
-            )
             new = (
-                {"found": found, "seen": seen}
+                {"found": fetched[LINKS], "seen": seen}
                 | f"Unseen{level}" >> beam.CoGroupByKey()
                 | f"NewUrls{level}" >> beam.FlatMap(_new_urls)
             )
@@ -160,13 +200,35 @@ class CrawlPages(beam.PTransform):
                 | f"UnderCap{level}" >> beam.CoGroupByKey()
                 | f"Frontier{level}" >> beam.FlatMap(_admit, cap=cap)
             )
+            pages.append(
+                {
+                    "new": new | f"NewByUrl{level}" >> beam.Map(lambda pair: (pair[1], pair[0])),
+                    "admitted": frontier
+                    | f"AdmittedByUrl{level}" >> beam.Map(lambda pair: (pair[1], True)),
+                }
+                | f"Admitted{level}" >> beam.CoGroupByKey()
+                | f"OverSiteCap{level}" >> beam.FlatMap(_over_site_cap, depth=level + 1)
+            )
+            # Every new URL is seen from now on, queued or kept out by its site's cap: a site
+            # at its cap stays there, so a URL kept out is never queued later either.
             seen = (
                 seen,
-                frontier | f"Seen{level}" >> beam.Map(lambda pair: (pair[1], True)),
+                new | f"Seen{level}" >> beam.Map(lambda pair: (pair[1], True)),
             ) | f"AllSeen{level}" >> beam.Flatten()
             queued = (queued, frontier) | f"AllQueued{level}" >> beam.Flatten()
-        return (
-            page_rounds
-            | "AllPages" >> beam.Flatten()
-            | "Candidates" >> beam.FlatMap(lambda page: page.candidates)
-        )
+        return {
+            "candidates": candidates | "AllCandidates" >> beam.Flatten(),
+            "pages": pages | "AllPages" >> beam.Flatten(),
+        }
+
+
+class CrawlPages(beam.PTransform):
+    """Page URLs in; candidate records (some already rejected by extraction) out: `Crawl`
+    without its pages ledger."""
+
+    def __init__(self, fetch: FetchConfig, depth: int, source: str = "web") -> None:
+        super().__init__()
+        self.crawl = Crawl(fetch, depth, source)
+
+    def expand(self, urls: beam.PCollection) -> beam.PCollection:
+        return (urls | "Crawl" >> self.crawl)["candidates"]

@@ -1,6 +1,6 @@
 """The LAIT pipeline graph, cheap stages first:
 
-    sources → candidates → one per key → text filters → language ID
+    sources (page rows → pages ledger) → candidates → one per key → text filters → language ID
             → one fetch + resize per distinct URL (bytes staged) → CLIP score
             → best caption per image → dedupe → settle → write (bytes read back)
 
@@ -20,10 +20,12 @@ from dedupe.keep_best import KeepBestPerKey
 from lait.record import Record, RejectReason, Status
 from pipeline.clip import BestCaptionPerImage, ClipScore, ClipScoreWithEmbeddings
 from pipeline.config import PipelineConfig
-from pipeline.crawl import CrawlPages
+from pipeline.crawl import Crawl
 from pipeline.download import Download, DownloadSettings, LiveOrSettled
+from pipeline.extract.page_policy import PagePolicy
 from pipeline.langid import LanguageFilter
 from pipeline.outcomes import CountOutcome
+from pipeline.pages import WritePages
 from pipeline.read_sources import ReadLists, ReadWarcPages, ReadWatCandidates
 from pipeline.staging import staging_folder
 from pipeline.text import TextFilters
@@ -59,30 +61,41 @@ class OnePerKey(beam.PTransform):
 
 
 class Candidates(beam.PTransform):
-    """Every source in the config, as one PCollection of candidate records."""
+    """Every source in the config, as {"candidates": one PCollection of candidate records,
+    "pages": the crawl's `PageRow`s (empty without page URLs)}."""
 
     def __init__(self, config: PipelineConfig) -> None:
         super().__init__()
         self.config = config
 
-    def expand(self, pipeline: beam.Pipeline) -> beam.PCollection:
+    def expand(self, pipeline: beam.Pipeline) -> dict[str, beam.PCollection]:
         sources = self.config.sources
+        policy = PagePolicy.of(self.config.fetch)
         parts = []
+        pages = []
         if sources.pages:
-            parts.append(
+            crawled = (
                 pipeline
                 | "PageUrls" >> beam.Create(sorted(sources.pages))
-                | "Crawl" >> CrawlPages(self.config.fetch, sources.depth)
+                | "Crawl" >> Crawl(self.config.fetch, sources.depth)
             )
+            parts.append(crawled["candidates"])
+            pages.append(crawled["pages"])
         if sources.warc:
             parts.append(
                 pipeline
-                | "Warc" >> ReadWarcPages(sources.warc, manifest_prefix=sources.manifest_prefix)
+                | "Warc"
+                >> ReadWarcPages(
+                    sources.warc, manifest_prefix=sources.manifest_prefix, policy=policy
+                )
             )
         if sources.wat:
             parts.append(
                 pipeline
-                | "Wat" >> ReadWatCandidates(sources.wat, manifest_prefix=sources.manifest_prefix)
+                | "Wat"
+                >> ReadWatCandidates(
+                    sources.wat, manifest_prefix=sources.manifest_prefix, policy=policy
+                )
             )
         if sources.lists:
             parts.append(
@@ -94,7 +107,12 @@ class Candidates(beam.PTransform):
                 "nothing to read: give page URLs, WARC/WAT files or url+caption lists "
                 "(see `lait crawl --help` and `lait download --help`)"
             )
-        return parts | "AllCandidates" >> beam.Flatten()
+        if not pages:
+            pages.append(pipeline | "NoPages" >> beam.Create([]))
+        return {
+            "candidates": parts | "AllCandidates" >> beam.Flatten(),
+            "pages": pages | "AllPages" >> beam.Flatten(),
+        }
 
 
 class BuildDataset(beam.PTransform):
@@ -107,7 +125,12 @@ class BuildDataset(beam.PTransform):
 
     def expand(self, pipeline: beam.Pipeline) -> beam.PCollection:
         config = self.config
-        candidates = pipeline | "Candidates" >> Candidates(config)
+        read = pipeline | "Candidates" >> Candidates(config)
+        candidates = read["candidates"]
+        if config.sources.pages:
+            _ = read["pages"] | "Pages" >> WritePages(
+                config.output.folder, config.output.rejects_per_part
+            )
         live, settled_early = (
             candidates
             | "OnePerKey" >> OnePerKey()

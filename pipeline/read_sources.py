@@ -30,7 +30,8 @@ from fsspec.utils import infer_compression
 
 from lait.record import Record
 from pipeline.config import ListSource
-from pipeline.extract import extract_candidates
+from pipeline.extract import extract_page
+from pipeline.extract.page_policy import PagePolicy, apply_page_policy
 from pipeline.outcomes import count_page
 from pipeline.sources import (
     SourceFormatError,
@@ -273,57 +274,69 @@ def _warc_pages(path: str) -> Iterator[tuple[str, bytes, str | None, str]]:
             yield page.page_url, page.html, page.charset, f"{path}#{index}"
 
 
-def _page_candidates(page: tuple[str, bytes, str | None, str], source: str) -> list[Record]:
+def _page_candidates(
+    page: tuple[str, bytes, str | None, str], source: str, policy: PagePolicy | None
+) -> list[Record]:
     url, html, charset, where = page
-    return extract_candidates(html, url, source=source, headers_charset=charset, where=where)
+    extraction = extract_page(html, url, source=source, headers_charset=charset, where=where)
+    if policy is None:
+        return extraction.records
+    return apply_page_policy(extraction.records, extraction.meta, policy).records
 
 
 class ReadWarcPages(beam.PTransform):
-    """WARC files (paths, globs or a `warc.paths.gz` manifest) → their HTML pages' candidates."""
+    """WARC files (paths, globs or a `warc.paths.gz` manifest) → their HTML pages' candidates.
+
+    `policy`: the per-page image cap and meta robots opt-out (`pipeline.extract.page_policy`)
+    applied to each page, as the crawl applies it to the pages it fetches."""
 
     def __init__(
         self,
         paths: tuple[str, ...],
         source: str = "warc",
         manifest_prefix: str = COMMON_CRAWL_PREFIX,
+        policy: PagePolicy | None = None,
     ) -> None:
         super().__init__()
         self.paths = paths
         self.source = source
         self.manifest_prefix = manifest_prefix
+        self.policy = policy
 
     def expand(self, pipeline: beam.Pipeline) -> beam.PCollection:
         return (
             pipeline
             | "WarcFiles" >> MatchFiles(self.paths, self.manifest_prefix)
             | "Pages" >> beam.FlatMap(_warc_pages)
-            | "Extract" >> beam.FlatMap(_page_candidates, source=self.source)
+            | "Extract" >> beam.FlatMap(_page_candidates, source=self.source, policy=self.policy)
         )
 
 
-def _wat_candidates(path: str, source: str) -> Iterator[Record]:
+def _wat_candidates(path: str, source: str, policy: PagePolicy | None) -> Iterator[Record]:
     with open_source(path, decompress=False) as stream:
-        yield from iter_wat_candidates(stream, source)
+        yield from iter_wat_candidates(stream, source, policy)
 
 
 class ReadWatCandidates(beam.PTransform):
     """WAT files (Common Crawl's link metadata; paths, globs or a `wat.paths.gz` manifest) →
-    candidates from their IMG links."""
+    candidates from their IMG links (`policy` as for `ReadWarcPages`)."""
 
     def __init__(
         self,
         paths: tuple[str, ...],
         source: str = "wat",
         manifest_prefix: str = COMMON_CRAWL_PREFIX,
+        policy: PagePolicy | None = None,
     ) -> None:
         super().__init__()
         self.paths = paths
         self.source = source
         self.manifest_prefix = manifest_prefix
+        self.policy = policy
 
     def expand(self, pipeline: beam.Pipeline) -> beam.PCollection:
         return (
             pipeline
             | "WatFiles" >> MatchFiles(self.paths, self.manifest_prefix)
-            | "Candidates" >> beam.FlatMap(_wat_candidates, source=self.source)
+            | "Candidates" >> beam.FlatMap(_wat_candidates, source=self.source, policy=self.policy)
         )

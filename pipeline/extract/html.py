@@ -28,6 +28,8 @@ from pipeline.extract.urls import InvalidUrlError, resolve_http_url
 MAX_SURROUNDING_CHARS = 300
 # Deeper nesting than this is junk markup; extra levels are not tracked (keeps parsing linear).
 MAX_OPEN_ELEMENTS = 512
+# `<meta name=... content=...>` pairs kept per page (robots directives are read from them).
+MAX_META_TAGS = 256
 
 # Lazy-load attributes, most specific first; they win over `src`, which is then a
 # placeholder or a low-quality preview.
@@ -78,6 +80,9 @@ class PageExtraction:
     links: list[str]
     encoding: str
     parse_error: str | None = None
+    # The page's `<meta name content>` pairs (name lower-cased), in page order, at most
+    # MAX_META_TAGS: where `<meta name="robots" content="noai">` is read from.
+    meta: tuple[tuple[str, str], ...] = ()
 
 
 @dataclasses.dataclass(slots=True)
@@ -144,6 +149,7 @@ class _PageParser(HTMLParser):
         self.base_href: str | None = None
         self.images: list[_FoundImage] = []
         self.hrefs: list[str] = []
+        self.meta: list[tuple[str, str]] = []
         self._chunks: list[str] = []
         self._length = 0
         self._pending_space = False
@@ -237,6 +243,8 @@ class _PageParser(HTMLParser):
                 picture.srcsets.append(values["srcset"])
         elif tag == "br":
             self._pending_space = True
+        elif tag == "meta" and values.get("name") and len(self.meta) < MAX_META_TAGS:
+            self.meta.append((values["name"].strip().lower(), values.get("content", "")))
         if tag in _VOID_TAGS:
             return
         if tag in _BLOCK_TAGS:
@@ -387,7 +395,7 @@ def extract_page(
         sightings, page_url=page_url, base_url=base_url, source=source, where=where
     )
     links = _resolved_links(parser.hrefs, base_url)
-    return PageExtraction(records, links, encoding, parse_error)
+    return PageExtraction(records, links, encoding, parse_error, tuple(parser.meta))
 
 
 def extract_candidates(

@@ -23,6 +23,7 @@ from warcio.exceptions import ArchiveLoadFailed
 from lait.record import CaptionSource, Record, RejectReason, record_key
 from pipeline.extract.candidates import ImageSighting, records_for_page
 from pipeline.extract.charset import normalise_charset
+from pipeline.extract.page_policy import PagePolicy, apply_page_policy
 from pipeline.extract.urls import InvalidUrlError, resolve_http_url
 from pipeline.sources.streams import SourceInput, open_source, source_name
 
@@ -138,7 +139,21 @@ def _malformed_wat(record: Any, source: str, page_url: str, problem: str) -> Rec
     return candidate.rejected(RejectReason.MALFORMED_ROW, f"WAT record {record_id}: {problem}")
 
 
-def iter_wat_candidates(src: SourceInput, source: str) -> Iterator[Record]:
+def _wat_metas(head: Any) -> list[tuple[str, str]]:
+    """The page's `<meta name content>` pairs as a WAT's `Head.Metas` lists them."""
+    metas = head.get("Metas") if isinstance(head, dict) else None
+    if not isinstance(metas, list):
+        return []
+    return [
+        (str(meta["name"]).strip().lower(), str(meta.get("content", "")))
+        for meta in metas
+        if isinstance(meta, dict) and meta.get("name")
+    ]
+
+
+def iter_wat_candidates(
+    src: SourceInput, source: str, policy: PagePolicy | None = None
+) -> Iterator[Record]:
     """Image candidates of the HTML pages described in a Common Crawl WAT file.
 
     Only metadata records of `response`s with HTTP status 200 that carry HTML metadata
@@ -147,6 +162,8 @@ def iter_wat_candidates(src: SourceInput, source: str) -> Iterator[Record]:
     keys unique per page). WAT has no surrounding text and no declared sizes, so those
     rules apply by URL only. A metadata record whose JSON cannot be read becomes one
     MALFORMED_ROW reject. Raises WarcReadError if the file is not a readable archive.
+    `policy` (the per-page cap and meta robots opt-out, from the page's `Head.Metas`)
+    applies to each page's records when given.
     """
     origin = source_name(src)
     with open_source(src, decompress=False) as stream:
@@ -173,10 +190,13 @@ def iter_wat_candidates(src: SourceInput, source: str) -> Iterator[Record]:
             target = _dig(envelope, "WARC-Header-Metadata", "WARC-Target-URI")
             page_url = target if isinstance(target, str) and target else page_url
             record_id = record.rec_headers.get_header("WARC-Record-ID") or ""
-            yield from records_for_page(
+            records = records_for_page(
                 _wat_sightings(html.get("Links")),
                 page_url=page_url,
                 base_url=_wat_base_url(page_url, html.get("Head")),
                 source=source,
                 where=f"{origin}#{record_id}",
             )
+            if policy is not None:
+                records = apply_page_policy(records, _wat_metas(html.get("Head")), policy).records
+            yield from records
