@@ -140,9 +140,9 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def one_case(n: int, case: str, mode: str) -> dict[str, object]:
+def one_case(n: int, case: str, mode: str, probe: bool = True) -> dict[str, object]:
     """One case at one size, in this process: its row."""
-    config = DedupeConfig(colour_threshold=None)
+    config = DedupeConfig(colour_threshold=None, phash_probe=probe)
     seconds, counters = run_beam(n, mode, config, case)
     total = n if case == "uniform" else 2 * n
     return {
@@ -158,12 +158,15 @@ def one_case(n: int, case: str, mode: str) -> dict[str, object]:
         "hot_bucket_unmatched": counters.get("dedupe.hot_bucket_unmatched", 0),
         "hub_nodes": counters.get("dedupe.hub_nodes", 0),
         "unsettled_labels": counters.get("dedupe.unsettled_labels", 0),
+        "probe_edges": counters.get("dedupe.probe_edges", 0),
+        "probe_unpaired": counters.get("dedupe.probe_unpaired", 0),
     }
 
 
-def in_child(n: int, case: str, mode: str) -> dict[str, object]:
+def in_child(n: int, case: str, mode: str, probe: bool = True) -> dict[str, object]:
     """`one_case` in a fresh interpreter, so peak RSS is the case's own."""
     command = [sys.executable, __file__, "--one", f"{case}:{n}", "--mode", mode]
+    command += [] if probe else ["--no-probe"]
     done = subprocess.run(command, check=True, capture_output=True, text=True)
     row: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
     return row
@@ -176,15 +179,21 @@ def main() -> None:
     parser.add_argument("--baseline", type=int, default=10_000)
     parser.add_argument("--cases", default=",".join(CASES), help="uniform,hot")
     parser.add_argument("--smoke", action="store_true", help="small sizes: finishes in seconds")
+    parser.add_argument(
+        "--no-probe",
+        dest="probe",
+        action="store_false",
+        help="without multi-probe buckets (DedupeConfig.phash_probe=false), to compare",
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # CASE:N, run by in_child
     args = parser.parse_args()
     if args.one:
         case, n = args.one.split(":")
-        print(json.dumps(one_case(int(n), case, args.mode)))
+        print(json.dumps(one_case(int(n), case, args.mode, args.probe)))
         return
     if args.smoke:  # in this process (peak RSS then covers all cases), no baseline
         args.sizes, args.baseline = "1000,3000", 0
-    config = DedupeConfig(colour_threshold=None)
+    config = DedupeConfig(colour_threshold=None, phash_probe=args.probe)
     sizes = [int(s) for s in args.sizes.split(",")]
     cases = [c for c in args.cases.split(",") if c]
     out: dict[str, object] = {
@@ -193,6 +202,7 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "phash_threshold": config.phash_threshold,
         "phash_bands": config.phash_bands,
+        "phash_probe": config.phash_probe,
         "bucket_cap": config.bucket_cap,
         "bucket_leaders": config.bucket_leaders,
         "planted_share": PLANTED_SHARE,
@@ -214,7 +224,11 @@ def main() -> None:
     timings: dict[tuple[str, int], float] = {}
     for n in sizes:
         for case in cases:
-            row = one_case(n, case, args.mode) if args.smoke else in_child(n, case, args.mode)
+            row = (
+                one_case(n, case, args.mode, args.probe)
+                if args.smoke
+                else in_child(n, case, args.mode, args.probe)
+            )
             timings[(case, n)] = float(row["seconds"])  # type: ignore[arg-type]
             print(json.dumps(row), flush=True)
             out[f"{case}_{n}"] = row
