@@ -26,6 +26,7 @@ from apache_beam.transforms.stats import ApproximateQuantiles
 from apache_beam.utils.shared import Shared
 from PIL import Image
 
+from dedupe.keep_best import DEFAULT_HOT_CAP, GROUP_SIZE_METRIC, HotKeys, salt_of
 from lait.models.clip import LoadedClip, encode_image_batch, load_clip, preprocess_images
 from lait.models.content import ContentHead, load_content_head, read_head_metadata
 from lait.record import Record, RejectReason, Status
@@ -75,16 +76,35 @@ def image_bytes(record: Record) -> bytes:
     return read_staged(record.image_ref)
 
 
-def chunks_of_image(element: tuple[str, Iterable[Record]], size: int) -> Iterator[list[Record]]:
-    """The records of one image in lists of at most `size`, read lazily from the group."""
-    chunk: list[Record] = []
-    for record in element[1]:
-        chunk.append(record)
-        if len(chunk) == size:
+def salted_by_image(record: Record, hot_images: dict[str, int]) -> tuple[tuple[str, int], Record]:
+    """((image, sub-key), record): a hot image's records spread over its fan-out of
+    sub-keys (by a hash of the record's key), every other image's records under sub-key 0."""
+    image = image_identity(record)
+    return (image, salt_of(record.key, hot_images.get(image, 1))), record
+
+
+class _ChunksOfImage(beam.DoFn):
+    """The records of one image's (sub-)group in lists of at most `size`, read lazily; the
+    group's size goes to the `join.group_size` distribution, so its bound shows."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def setup(self) -> None:
+        self.group_size = beam.metrics.Metrics.distribution(NAMESPACE, GROUP_SIZE_METRIC)
+
+    def process(self, element: tuple[Any, Iterable[Record]]) -> Iterator[list[Record]]:
+        chunk: list[Record] = []
+        members = 0
+        for record in element[1]:
+            chunk.append(record)
+            members += 1
+            if len(chunk) == self.size:
+                yield chunk
+                chunk = []
+        if chunk:
             yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+        self.group_size.update(members)
 
 
 @dataclasses.dataclass
@@ -275,9 +295,10 @@ def _cut_of(config: ClipConfig, element: tuple[str, list[float]]) -> tuple[str, 
 
 
 class _ScoreAll(beam.PTransform):
-    def __init__(self, config: ClipConfig) -> None:
+    def __init__(self, config: ClipConfig, hot_cap: int = DEFAULT_HOT_CAP) -> None:
         super().__init__()
         self.config = config
+        self.hot_cap = hot_cap
 
     def expand(self, records: beam.PCollection) -> Any:
         config = self.config
@@ -286,16 +307,22 @@ class _ScoreAll(beam.PTransform):
             # with_resource_hints returns the same ParDo (typed as a plain PTransform).
             score.with_resource_hints(accelerator=config.accelerator)
         size = config.batch_size
+        # The fusion break after the fetch fan-out (scoring runs on its own workers, GPU
+        # ones under an accelerator hint) is a shuffle keyed by image, so that the captions
+        # of an image reach one batch and its pixels are embedded once. A hot image (a site
+        # logo on a million pages) is spread over ceil(count / hot_cap) salted sub-keys, so
+        # no worker holds or scores more than ~hot_cap of its records (its pixels are then
+        # embedded once per sub-key), and each group is cut into batch-sized chunks.
+        hot_images = (
+            records
+            | "Images" >> beam.Map(lambda r: (image_identity(r), None))
+            | "HotImages" >> HotKeys(self.hot_cap)
+        )
         outputs = (
             records
-            # The fusion break after the fetch fan-out (scoring runs on its own workers, GPU
-            # ones under an accelerator hint) is a shuffle keyed by image, so that all the
-            # captions of an image reach one batch and its pixels are embedded once. A hot
-            # image (a site logo on a million pages) is cut into batch-sized chunks while its
-            # group is iterated, never held whole.
-            | "ByImage" >> beam.Map(lambda r: (image_identity(r), r))
+            | "ByImage" >> beam.Map(salted_by_image, hot_images=beam.pvalue.AsDict(hot_images))
             | "Spread" >> beam.GroupByKey()
-            | "Chunks" >> beam.FlatMap(chunks_of_image, size)
+            | "Chunks" >> beam.ParDo(_ChunksOfImage(size))
             | "Batch"
             >> beam.BatchElements(min_batch_size=1, max_batch_size=size, element_size_fn=len)
             | "Flat" >> beam.Map(lambda chunks: [r for chunk in chunks for r in chunk])
@@ -322,15 +349,16 @@ class ClipScore(beam.PTransform):
     WATERMARKED_IMAGE / LOW_CLIP_SCORE rejects; settled and not-downloaded records pass
     unchanged."""
 
-    def __init__(self, config: ClipConfig) -> None:
+    def __init__(self, config: ClipConfig, hot_cap: int = DEFAULT_HOT_CAP) -> None:
         super().__init__()
         config.require_model()  # when the graph is built, before any work
         check_content_heads(config)
         self.config = config
+        self.hot_cap = hot_cap
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
         scored, _ = records | "Clip" >> _ScoreAll(
-            dataclasses.replace(self.config, keep_embeddings=False)
+            dataclasses.replace(self.config, keep_embeddings=False), self.hot_cap
         )
         return scored
 
@@ -340,15 +368,16 @@ class ClipScoreWithEmbeddings(beam.PTransform):
     "embeddings": PCollection[(key, image_embedding, text_embedding)]} (float32 arrays,
     L2-normalised, one per scored pair, whatever its decision)."""
 
-    def __init__(self, config: ClipConfig) -> None:
+    def __init__(self, config: ClipConfig, hot_cap: int = DEFAULT_HOT_CAP) -> None:
         super().__init__()
         config.require_model()
         check_content_heads(config)
         self.config = config
+        self.hot_cap = hot_cap
 
     def expand(self, records: beam.PCollection) -> dict[str, beam.PCollection]:
         config = dataclasses.replace(self.config, keep_embeddings=True)
-        scored, embeddings = records | "Clip" >> _ScoreAll(config)
+        scored, embeddings = records | "Clip" >> _ScoreAll(config, self.hot_cap)
         return {"records": scored, "embeddings": embeddings}
 
 
