@@ -8,7 +8,9 @@ A fetch walks the redirect chain hop by hop. For every hop it:
 3. asks the host's robots.txt, when configured (`ROBOTS_TXT_DISALLOWED`);
 4. sends one GET to a vetted address (pinned, see `connection.py`) inside the host's
    rate-limit slot, retrying timeouts, connection errors, 429 and 5xx with exponential
-   backoff (`TIMEOUT`, `CONNECTION_ERROR`, `HTTP_*`);
+   backoff (`TIMEOUT`, `CONNECTION_ERROR`, `HTTP_*`); those failures and slow answers
+   also lower the host's adaptive concurrency limit, fast answers raise it up to
+   `per_domain_concurrency` (`adaptive.py`), and a Retry-After pauses the host's requests;
 5. follows a redirect (`TOO_MANY_REDIRECTS`, `REDIRECT_LOOP`) or, for a 2xx, checks
    X-Robots-Tag and the content type before reading, then streams the body and counts
    it (`X_ROBOTS_TAG_OPT_OUT`, `WRONG_CONTENT_TYPE`, `TOO_MANY_BYTES`).
@@ -130,7 +132,11 @@ class Fetcher:
             on_connect=lambda: self._counters.add("connections"),
         )
         self._limiter = DomainRateLimiter(
-            config.per_domain_concurrency, config.per_domain_min_interval_s
+            config.per_domain_concurrency,
+            config.per_domain_min_interval_s,
+            adaptive=config.adaptive_concurrency,
+            initial=config.initial_per_domain_concurrency,
+            slow_s=config.slow_response_s,
         )
         self._dns = shared_dns_cache(self._resolver, config)
         self._robots = shared_robots_cache(config, self._resolver)
@@ -274,15 +280,23 @@ class Fetcher:
             # Rotate through the vetted addresses, so a dead one is not retried alone.
             address = addresses[attempt % len(addresses)]
             try:
-                with self._limiter.slot(target.host):
-                    return self._exchange(
-                        target,
-                        address,
-                        accept=accept,
-                        max_bytes=max_bytes,
-                        truncate=truncate,
-                        honour_opt_outs=honour_opt_outs,
-                    )
+                with self._limiter.slot(target.host) as slot:
+                    try:
+                        return self._exchange(
+                            target,
+                            address,
+                            accept=accept,
+                            max_bytes=max_bytes,
+                            truncate=truncate,
+                            honour_opt_outs=honour_opt_outs,
+                        )
+                    except _Retryable as failure:
+                        # The host is overloaded (or unreachable): its limit falls, and a
+                        # Retry-After we would wait out pauses its other requests too.
+                        after = failure.retry_after_s
+                        honoured = after is not None and after <= self.config.max_retry_after_s
+                        slot.mark_overloaded(after if honoured else None)
+                        raise
             except _Retryable as failure:
                 retry_after = failure.retry_after_s
                 if attempt + 1 >= attempts:
