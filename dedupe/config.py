@@ -52,6 +52,9 @@ class DedupeConfig:
     semantic_max_clusters: int = 50_000
     semantic_sample: int = 20_000
     semantic_iterations: int = 20
+    # a cluster with more members is searched block pair by block pair (groups of at most
+    # about twice this), never whole in one process (see dedupe/semantic.py)
+    semantic_cluster_cap: int = 4096
 
     # decontamination: evaluation sets (image files or folders, Karpathy split files; local,
     # gs:// or s3://); a training image within `eval_phash_threshold` bits (and the colour
@@ -84,5 +87,7 @@ class DedupeConfig:
             raise ValueError("caption_threshold must be in (0, 1], semantic_threshold in [-1, 1]")
         if self.component_rounds < 1:
             raise ValueError("component_rounds must be >= 1")
+        if self.semantic_cluster_cap < 1:
+            raise ValueError("semantic_cluster_cap must be >= 1")
         if self.bucket_cap < 2 or self.bucket_leaders < 1:
             raise ValueError("bucket_cap must be >= 2 and bucket_leaders >= 1")

@@ -9,6 +9,13 @@ by a hash of the key, so reruns agree), every embedding is assigned to its neare
 with the centroids as a side input, and inside each cluster faiss finds every pair at or over
 the threshold (a range search over an exact inner-product index), from which a spanning
 forest of edges, each with its cosine, is emitted.
+
+A hot cluster (more than `cluster_cap` members: k-means puts a million near-identical
+embeddings of a stock photo in one) is never searched whole in one process: its members are
+split into ceil(n / cluster_cap) blocks by a hash of their key, and each pair of blocks is
+one group (block with itself: all pairs; two blocks: the pairs across), so every group holds
+at most about 2 * cluster_cap members and the search stays exact. Counted as
+`dedupe.semantic_hot_clusters`; `dedupe.semantic_group_size` records every group's size.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from dedupe.buckets import forest_of_pairs
+from dedupe.keep_best import salt_of
 from dedupe.profile import Profile, Rank
 from pipeline.outcomes import NAMESPACE
 
@@ -128,6 +136,72 @@ def cluster_edges(
         yield members[i][0], members[j][0], round(float(matrix[i] @ matrix[j]), 4)
 
 
+def cross_edges(
+    left: list[tuple[Rank, np.ndarray]], right: list[tuple[Rank, np.ndarray]], threshold: float
+) -> Iterator[tuple[Rank, Rank, float]]:
+    """Spanning edges (with their cosine) between a member of `left` and one of `right` with
+    cosine >= threshold (pairs inside one side are left to that side's own group)."""
+    if not left or not right:
+        return
+    a = np.ascontiguousarray(np.stack([m[1] for m in left]), dtype=np.float32)
+    b = np.ascontiguousarray(np.stack([m[1] for m in right]), dtype=np.float32)
+    index = faiss.IndexFlatIP(b.shape[1])
+    index.add(b)
+    radius = float(np.nextafter(np.float32(threshold), np.float32(-2)))
+    limits, _, found = index.range_search(a, radius)
+    counts: np.ndarray = np.diff(np.asarray(limits, dtype=np.int64)).astype(np.int64)
+    query = np.repeat(np.arange(len(a)), counts)
+    ranks = [m[0] for m in left] + [m[0] for m in right]
+    for i, j in forest_of_pairs(len(ranks), query, np.asarray(found, dtype=np.int64) + len(a)):
+        first, second = sorted((ranks[i], ranks[j]))
+        yield first, second, round(float(a[i] @ b[j - len(a)]), 4)
+
+
+Block = tuple[int, int, int]
+"""(cluster, block i, block j), i <= j: the group comparing two blocks of a hot cluster."""
+
+
+def _hot_clusters(element: tuple[int, int], cap: int) -> Iterator[tuple[int, int]]:
+    cluster, count = element
+    if count > cap:
+        Metrics.counter(NAMESPACE, "dedupe.semantic_hot_clusters").inc()
+        yield cluster, math.ceil(count / cap)
+
+
+def block_pairs(
+    element: tuple[int, tuple[Rank, np.ndarray]], hot: dict[int, int]
+) -> Iterator[tuple[Block, tuple[int, tuple[Rank, np.ndarray]]]]:
+    """A member of cluster c → its group(s). An ordinary cluster is one group; a hot one of
+    `blocks` blocks (a member's block is a hash of its key) is compared block pair by block
+    pair, so a member goes to the `blocks` groups of its block and no group holds more than
+    two blocks (about 2 * cap members)."""
+    cluster, member = element
+    blocks = hot.get(cluster, 1)
+    if blocks == 1:
+        yield (cluster, 0, 0), (0, member)
+        return
+    mine = salt_of(member[0][-1], blocks)
+    for other in range(blocks):
+        yield (cluster, min(mine, other), max(mine, other)), (mine, member)
+
+
+def block_edges(
+    element: tuple[Block, Iterable[tuple[int, tuple[Rank, np.ndarray]]]], threshold: float
+) -> Iterator[tuple[Rank, Rank, float]]:
+    """Edges of one group: all pairs of a block with itself, or across two blocks."""
+    (_, i, j), tagged = element
+    sides: dict[int, list[tuple[Rank, np.ndarray]]] = {i: [], j: []}
+    for block, member in tagged:
+        sides[block].append(member)
+    Metrics.distribution(NAMESPACE, "dedupe.semantic_group_size").update(
+        sum(len(v) for v in sides.values())
+    )
+    if i == j:
+        yield from cluster_edges(sides[i], threshold)
+    else:
+        yield from cross_edges(sides[i], sides[j], threshold)
+
+
 class SemanticEdges(beam.PTransform):
     """Profiles (+ embeddings by key) → edges (Rank, Rank, cosine) between semantic duplicates."""
 
@@ -140,8 +214,10 @@ class SemanticEdges(beam.PTransform):
         iterations: int,
         cluster_size: int = 1000,
         max_clusters: int = 50_000,
+        cluster_cap: int = 4096,
     ) -> None:
         super().__init__()
+        self.cluster_cap = cluster_cap
         self.embeddings = embeddings
         self.threshold = threshold
         self.clusters = clusters
@@ -182,12 +258,16 @@ class SemanticEdges(beam.PTransform):
             | "KMeans" >> beam.Map(fit, beam.pvalue.AsSingleton(count))
         )
 
-        def edges(element: tuple[int, Iterable[tuple[Rank, np.ndarray]]]) -> Iterator[Any]:
-            return cluster_edges(list(element[1]), threshold)
-
+        assigned = members | "Assign" >> beam.ParDo(_Assign(), beam.pvalue.AsSingleton(centroids))
+        hot = (
+            assigned
+            | "Ones" >> beam.MapTuple(lambda cluster, _: (cluster, 1))
+            | "ClusterSizes" >> beam.CombinePerKey(sum)
+            | "HotClusters" >> beam.FlatMap(_hot_clusters, self.cluster_cap)
+        )
         return (
-            members
-            | "Assign" >> beam.ParDo(_Assign(), beam.pvalue.AsSingleton(centroids))
+            assigned
+            | "ToBlocks" >> beam.FlatMap(block_pairs, beam.pvalue.AsDict(hot))
             | "Clusters" >> beam.GroupByKey()
-            | "CloseInCluster" >> beam.FlatMap(edges)
+            | "CloseInCluster" >> beam.FlatMap(block_edges, threshold)
         )

@@ -156,6 +156,7 @@ class Deduplicate(beam.PTransform):
                 config.semantic_iterations,
                 config.semantic_cluster_size,
                 config.semantic_max_clusters,
+                config.semantic_cluster_cap,
             )
             profiles, dropped = profiles | "NearMeaning" >> SimilarityStage(
                 edges,

@@ -4,9 +4,12 @@ best-ranked record; distinct ones stay."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import apache_beam as beam
 import numpy as np
+import pytest
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 from apache_beam.testing.util import assert_that
@@ -40,7 +43,12 @@ def _records_and_embeddings() -> tuple[list[Record], list[tuple[str, np.ndarray]
     return records, embeddings, group
 
 
-def test_semantic_duplicates_collapse_to_the_best_ranked() -> None:
+@pytest.mark.parametrize(
+    ("clusters", "cap"),
+    # four ordinary clusters; then all 32 embeddings in one hot cluster over a cap of 8
+    [(4, 4096), (1, 8)],
+)
+def test_semantic_duplicates_collapse_to_the_best_ranked(clusters: int, cap: int) -> None:
     records, embeddings, group = _records_and_embeddings()
     config = DedupeConfig(
         url=False,
@@ -48,7 +56,8 @@ def test_semantic_duplicates_collapse_to_the_best_ranked() -> None:
         perceptual=False,
         semantic=True,
         semantic_threshold=0.95,
-        semantic_clusters=4,
+        semantic_clusters=clusters,
+        semantic_cluster_cap=cap,
     )
 
     def check(output: list[Record]) -> None:
@@ -67,7 +76,22 @@ def test_semantic_duplicates_collapse_to_the_best_ranked() -> None:
         assert kept_groups == list(range(16))
 
     options = PipelineOptions(["--direct_running_mode=in_memory"])
-    with beam.Pipeline(runner=FnApiRunner(), options=options) as pipeline:
-        vectors = pipeline | "Vectors" >> beam.Create(embeddings)
-        out = pipeline | "Records" >> beam.Create(records) | Deduplicate(config, embeddings=vectors)
-        assert_that(out, check)
+    pipeline = beam.Pipeline(runner=FnApiRunner(), options=options)
+    vectors = pipeline | "Vectors" >> beam.Create(embeddings)
+    out = pipeline | "Records" >> beam.Create(records) | Deduplicate(config, embeddings=vectors)
+    assert_that(out, check)
+    result = pipeline.run()
+    result.wait_until_finish()
+    metrics = result.metrics().query(MetricsFilter().with_namespace("lait"))
+    hot = sum(
+        c.committed for c in metrics["counters"] if c.key.metric.name.endswith("hot_clusters")
+    )
+    (sizes,) = [
+        d.committed for d in metrics["distributions"] if "semantic_group" in d.key.metric.name
+    ]
+    if cap >= len(records):
+        assert hot == 0 and sizes.count == clusters and sizes.max <= len(records)
+    else:  # split into blocks of about `cap`: one group per pair of blocks, none holds all
+        blocks = math.ceil(len(records) / cap)
+        assert hot == 1 and sizes.count == blocks * (blocks + 1) // 2
+        assert sizes.max < len(records) and sizes.sum == blocks * len(records)
