@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import re
 from collections.abc import Callable
 from enum import StrEnum
@@ -258,6 +259,20 @@ def record_key(url: str, caption: str) -> str:
     return digest.hexdigest()[:24]
 
 
+FaceBox = tuple[int, int, int, int]  # x1, y1, x2, y2 in the stored image's pixels
+
+
+def face_boxes_of(value: Any) -> tuple[FaceBox, ...] | None:
+    """`face_boxes` as a record holds it, from what a reader gives: a list of 4-int lists
+    (parquet's list<list<int32>>, KEY.json), or the JSON text folders written before the
+    column was typed; None stays None (faces not looked for)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = json.loads(value)
+    return tuple((int(a), int(b), int(c), int(d)) for a, b, c, d in value)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Record:
     """One image-text candidate and everything the pipeline learned about it."""
@@ -292,9 +307,10 @@ class Record:
     p_nonnatural: float | None = None
     p_unsafe: float | None = None
     p_watermark: float | None = None
-    # Faces blurred in the stored image (`image.blur_faces`): a JSON list of [x1, y1, x2, y2]
-    # boxes in the stored image's pixels, "[]" when none was found, None when not looked for.
-    face_boxes: str | None = None
+    # Faces blurred in the stored image (`image.blur_faces`): (x1, y1, x2, y2) boxes in the
+    # stored image's pixels (x2, y2 exclusive), () when none was found, None when not looked
+    # for. Parquet: list<list<int32>>.
+    face_boxes: tuple[FaceBox, ...] | None = None
     status: Status = Status.CANDIDATE
     reject_stage: Stage | None = None
     reject_reason: RejectReason | None = None
@@ -408,6 +424,7 @@ class Record:
             values["reject_stage"] = Stage(values["reject_stage"])
         if values["reject_reason"] is not None:
             values["reject_reason"] = RejectReason(values["reject_reason"])
+        values["face_boxes"] = face_boxes_of(values["face_boxes"])
         return cls(image=image, **values)
 
 

@@ -63,7 +63,7 @@ def accepted(i: int, caption: str | None = None, clip: bool = True) -> Record:
         clip_score=round(0.22 + (i * 7 % 25) / 100, 4) if clip else None,
         p_nonnatural=round((i * 13 % 40) / 100, 4) if clip else None,
         p_watermark=round((i * 7 % 45) / 100, 4) if clip else None,
-        face_boxes=("[[10, 10, 60, 60]]" if i % 5 == 0 else "[]") if clip else None,
+        face_boxes=(((10, 10, 60, 60),) if i % 5 == 0 else ()) if clip else None,
     ).accepted()
 
 

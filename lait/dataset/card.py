@@ -36,19 +36,24 @@ _DTYPES = {
 }
 
 
-def _dtype(field: pa.Field) -> str:
+def _feature(name: str, data_type: pa.DataType) -> dict[str, Any]:
+    """One column in the card's YAML form: `dtype` for a scalar, `list` (of a dtype or of a
+    nested list) for a list column such as face_boxes (list<list<int32>>)."""
+    if pa.types.is_list(data_type):
+        inner = _feature(name, data_type.value_type)
+        return {"list": inner.get("dtype", inner)}
     try:
-        return _DTYPES[field.type]
+        return {"dtype": _DTYPES[data_type]}
     except KeyError:
         raise TypeError(
-            f"metadata column {field.name} has type {field.type}, which the dataset card "
+            f"metadata column {name} has type {data_type}, which the dataset card "
             "cannot describe yet; add it to lait.dataset.card._DTYPES"
         ) from None
 
 
-def metadata_features() -> list[dict[str, str]]:
-    """The metadata columns as `datasets` features in YAML form (name + dtype)."""
-    return [{"name": field.name, "dtype": _dtype(field)} for field in METADATA_SCHEMA]
+def metadata_features() -> list[dict[str, Any]]:
+    """The metadata columns as `datasets` features in YAML form (name + dtype or list)."""
+    return [{"name": field.name, **_feature(field.name, field.type)} for field in METADATA_SCHEMA]
 
 
 def sample_features(image_formats: list[str]) -> list[dict[str, Any]]:
@@ -98,7 +103,9 @@ def dataset_card(folder: str, stats: dict[str, Any]) -> str:
         'rejects = datasets.load_dataset(f"{DIR}/rejects", split="train")  # the ledger\n'
         "```\n\n"
         f"`{layout.STATS_FILE}` holds the per-stage funnel, `{layout.SIZES_FILE}` the samples "
-        "per shard (open_clip's trainer reads it), `NNNNN.parquet` each shard's metadata.\n"
+        "per shard (open_clip's trainer reads it), `NNNNN.parquet` each shard's metadata. "
+        f"A crawl's `{layout.PAGES_DIR}/` holds one row per page it tried (fetched, refused or "
+        "failed, with the reason and the candidates it gave).\n"
     )
 
 

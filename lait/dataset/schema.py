@@ -31,7 +31,7 @@ _FIELD_TYPES: dict[str, pa.DataType] = {
     "p_nonnatural": pa.float32(),
     "p_unsafe": pa.float32(),
     "p_watermark": pa.float32(),
-    "face_boxes": pa.string(),
+    "face_boxes": pa.list_(pa.list_(pa.int32())),  # [[x1, y1, x2, y2], ...]
     "status": pa.string(),
     "reject_stage": pa.string(),
     "reject_reason": pa.string(),

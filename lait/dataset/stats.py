@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from lait.dataset import layout, storage
-from lait.record import Img2datasetStatus, Record, Stage
+from lait.record import Img2datasetStatus, Record, Stage, face_boxes_of
 
 _COUNT_COLUMNS = ["source", "status", "reject_stage", "reject_reason"]
 
@@ -56,6 +56,11 @@ class FolderCounts:
     by_source: dict[str, collections.Counter[str]] = dataclasses.field(default_factory=dict)
     image_formats: set[str] = dataclasses.field(default_factory=set)
     sizes: dict[str, int] = dataclasses.field(default_factory=dict)  # shard tar → samples
+    # Face blurring (`image.blur_faces`), over accepted samples: how many were looked at
+    # (face_boxes not null), how many had at least one face, and how many boxes in all.
+    faces_checked: int = 0
+    images_with_faces: int = 0
+    face_boxes: int = 0
 
     @classmethod
     def of_rows(
@@ -66,12 +71,19 @@ class FolderCounts:
         reasons: Sequence[str | None],
         image_formats: Sequence[str | None] = (),
         shard_id: int | None = None,
+        face_boxes: Sequence[Any] = (),
     ) -> FolderCounts:
-        """The counts of one file: `kind` 'accepted' (a shard, `shard_id`) or 'rejected'."""
+        """The counts of one file: `kind` 'accepted' (a shard, `shard_id`) or 'rejected'.
+        `face_boxes`: each accepted row's boxes (as records or parquet readers give them)."""
         counts = cls()
         if kind == "accepted":
             counts.accepted = len(sources)
             counts.image_formats.update(f for f in image_formats if f)
+            for boxes in map(face_boxes_of, face_boxes):
+                if boxes is not None:
+                    counts.faces_checked += 1
+                    counts.images_with_faces += bool(boxes)
+                    counts.face_boxes += len(boxes)
             if shard_id is not None:
                 counts.sizes[layout.shard_tar_name(shard_id)] = len(sources)
         for source, stage, reason in zip(sources, stages, reasons, strict=True):
@@ -92,6 +104,7 @@ class FolderCounts:
             [r.reject_reason.value if r.reject_reason else None for r in records],
             [r.image_format for r in records],
             shard_id,
+            [r.face_boxes for r in records] if kind == "accepted" else (),
         )
 
     def merge(self, other: FolderCounts) -> FolderCounts:
@@ -102,6 +115,9 @@ class FolderCounts:
             self.by_source.setdefault(source, collections.Counter()).update(counter)
         self.image_formats |= other.image_formats
         self.sizes.update(other.sizes)
+        self.faces_checked += other.faces_checked
+        self.images_with_faces += other.images_with_faces
+        self.face_boxes += other.face_boxes
         return self
 
     def stats(self, folder: str, run: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -143,6 +159,11 @@ class FolderCounts:
                 }
                 for source, c in sorted(self.by_source.items())
             },
+            "faces": {
+                "images_checked": self.faces_checked,
+                "images_with_faces": self.images_with_faces,
+                "boxes": self.face_boxes,
+            },
             "run": {"python": platform.python_version(), **(run or {})},
         }
 
@@ -152,7 +173,8 @@ def count_folder(folder: str) -> FolderCounts:
     fs, root = storage.filesystem(folder)
     counts = FolderCounts()
     for kind, path in _parquet_paths(fs, root):
-        wanted = [*_COUNT_COLUMNS, "image_format"] if kind == "accepted" else _COUNT_COLUMNS
+        accepted_columns = [*_COUNT_COLUMNS, "image_format", "face_boxes"]
+        wanted = accepted_columns if kind == "accepted" else _COUNT_COLUMNS
         columns = storage.read_parquet(fs, path, wanted).to_pydict()
         counts.merge(
             FolderCounts.of_rows(
@@ -162,6 +184,7 @@ def count_folder(folder: str) -> FolderCounts:
                 columns["reject_reason"],
                 columns.get("image_format", ()),
                 layout.parquet_shard_id(path) if kind == "accepted" else None,
+                columns.get("face_boxes", ()),
             )
         )
     return counts
@@ -188,6 +211,12 @@ def check_stats(stats: dict[str, Any]) -> None:
         problems.append("the funnel does not end at the accepted count")
     if sum(s["candidates"] for s in stats["by_source"].values()) != stats["candidates"]:
         problems.append("per-source candidates do not sum to the total")
+    faces = stats.get("faces")  # absent from folders written before it was counted
+    if faces and not (
+        faces["images_with_faces"] <= faces["images_checked"] <= stats["accepted"]
+        and faces["images_with_faces"] <= faces["boxes"]
+    ):
+        problems.append("face counts do not fit the accepted samples")
     if problems:
         raise StatsMismatchError("; ".join(problems))
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import math
 import platform
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ import pyarrow.compute as pc
 
 import lait
 from lait.dataset import DatasetFolder, DatasetFolderError, layout, storage
-from lait.record import RejectReason, Stage
+from lait.record import RejectReason, Stage, face_boxes_of
 from lait.report.streaming import CategoryCounter, Histogram, Reservoir, SmallestK
 
 BATCH_ROWS = 8192
@@ -348,9 +347,10 @@ def collect_report_data(dataset: str, *, gallery_size: int = 24, seed: int = 0) 
     faces = {"images_checked": 0, "images_with_faces": 0, "faces": 0}
 
     def count_faces(table: pa.Table) -> None:
-        for text in table["face_boxes"].to_pylist():
-            if text is not None:
-                found = len(json.loads(text))
+        for value in table["face_boxes"].to_pylist():
+            boxes = face_boxes_of(value)  # a list of boxes; JSON text in older folders
+            if boxes is not None:
+                found = len(boxes)
                 faces["images_checked"] += 1
                 faces["images_with_faces"] += found > 0
                 faces["faces"] += found

@@ -466,7 +466,7 @@ def _sample_meta(row: dict[str, Any]) -> Html:
     for signal in ("nonnatural", "unsafe", "watermark"):
         if row.get(f"p_{signal}") is not None:
             parts.append(el("span", f"p_{signal} {_num(row[f'p_{signal}'])}", class_="pill"))
-    if row.get("face_boxes") not in (None, "[]"):
+    if row.get("face_boxes") not in (None, "[]", []):  # "[]": folders from before list<list>
         parts.append(el("span", "faces blurred", class_="pill"))
     if row.get("width") and row.get("height"):
         parts.append(el("span", f"{row['width']}×{row['height']}", class_="pill"))

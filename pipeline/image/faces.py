@@ -11,15 +11,15 @@ thread gets its own (`threading.local`).
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from lait.record import FaceBox as Box  # (x1, y1, x2, y2), what `face_boxes` holds
+
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
-Box = tuple[int, int, int, int]
 
 
 @dataclass(frozen=True)
@@ -96,15 +96,3 @@ class FaceBlurrer:
             kernel = max(3, (min(x2 - x1, y2 - y1) // 2) | 1)
             out[y1:y2, x1:x2] = cv2.GaussianBlur(region, (kernel, kernel), 0)
         return out
-
-
-def boxes_json(boxes: list[Box]) -> str:
-    """The `face_boxes` column's form: a JSON list of [x1, y1, x2, y2]."""
-    return json.dumps([list(box) for box in boxes])
-
-
-def parse_boxes(text: str | None) -> list[Box]:
-    """`face_boxes` back to boxes (None or "[]": none)."""
-    if not text:
-        return []
-    return [(int(a), int(b), int(c), int(d)) for a, b, c, d in json.loads(text)]

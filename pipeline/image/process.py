@@ -21,7 +21,7 @@ from img2dataset.resizer import Resizer
 from lait.record import Record, RejectReason
 from pipeline.image.config import ImageConfig
 from pipeline.image.decode import ImageRejected, decode_image
-from pipeline.image.faces import FaceBlurrer, boxes_json
+from pipeline.image.faces import Box, FaceBlurrer
 
 __all__ = ["ImageProcessor", "ImageRejected"]
 
@@ -105,18 +105,18 @@ class ImageProcessor:
             face_boxes=face_boxes,
         )
 
-    def _blur_faces(self, encoded: bytes, faces: FaceBlurrer) -> tuple[bytes, str]:
+    def _blur_faces(self, encoded: bytes, faces: FaceBlurrer) -> tuple[bytes, tuple[Box, ...]]:
         """The stored bytes with faces blurred (unchanged when none is found), and the boxes."""
         pixels = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_UNCHANGED)
         if pixels is None:
             raise ImageRejected(RejectReason.UNDECODABLE_IMAGE, "resized image does not decode")
         boxes = faces.detect(pixels)
         if not boxes:
-            return encoded, boxes_json(boxes)
+            return encoded, ()
         blurred = faces.blur(pixels, boxes)
         ok, buffer = cv2.imencode(
             f".{self.config.encode_format}", blurred, self._resizer.encode_params
         )
         if not ok:
             raise ImageRejected(RejectReason.UNDECODABLE_IMAGE, "cannot re-encode blurred image")
-        return buffer.tobytes(), boxes_json(boxes)
+        return buffer.tobytes(), tuple(boxes)
