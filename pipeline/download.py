@@ -14,6 +14,9 @@ that URL the same image.
   holds its own per-host concurrency and rate within a batch. robots.txt is fetched once
   per origin by a pre-pass and its text joined into the host's splits. (`GroupIntoBatches` would do
   the same with state and timers; the local FnApiRunner leaves its timer bundles unrun.)
+- **Bounded work per host**: a host's image URLs past `fetch.max_fetches_per_host` (chosen
+  by URL hash) and those left when its splits have spent `fetch.max_seconds_per_host`
+  become `OVER_HOST_BUDGET` outcomes, never requested (`pipeline.host_budget`).
 - **Pixels off the shuffle**: the resized bytes go to a staging file (`pipeline.staging`)
   and what comes back is `FetchedImage` metadata with a reference, so the join and every
   later selection move metadata only.
@@ -39,6 +42,7 @@ from pipeline.fetch import FetchConfig, Fetcher, FetchRejected
 from pipeline.fetch.metrics import FetchMetrics
 from pipeline.fetch.robots import robots_url_of
 from pipeline.fetch.urls import politeness_key
+from pipeline.host_budget import HostFetchBudget, SplitClock, over_fetch_budget_detail
 from pipeline.image import ImageProcessor
 from pipeline.image.config import ImageConfig
 from pipeline.outcomes import NAMESPACE
@@ -173,6 +177,7 @@ class FetchImages(beam.DoFn):
         self.settings = settings
         self.batch_size = 4 * settings.threads
         self.staging = settings.staging
+        self.splits = settings.fetch.max_workers_per_host
 
     def setup(self) -> None:
         settings = self.settings
@@ -186,6 +191,7 @@ class FetchImages(beam.DoFn):
         self.fetch_metrics = FetchMetrics()
         self.urls = beam.metrics.Metrics.counter(NAMESPACE, "download.urls")
         self.staged_bytes = beam.metrics.Metrics.counter(NAMESPACE, "download.staged_bytes")
+        self.over_time = beam.metrics.Metrics.counter(NAMESPACE, "download.over_host_time")
 
     def process(self, element: tuple[Any, Iterable[tuple[str, Any]]]) -> Iterator[FetchedImage]:
         # A host split's group holds its URLs and, when robots.txt is honoured, the rules of
@@ -196,23 +202,34 @@ class FetchImages(beam.DoFn):
         for tag, value in members:
             if tag == _ROBOTS:
                 self.fetcher.prime_robots_txt(*value)
+        clock = SplitClock(self.settings.fetch.max_seconds_per_host, self.splits)
         batch: list[str] = []
         for tag, url in members:
             if tag != _URL:
                 continue
             batch.append(url)
             if len(batch) == self.batch_size:
-                yield from self.fetch_batch(batch)
+                yield from self.fetch_batch(batch, clock)
                 batch = []
         if batch:
-            yield from self.fetch_batch(batch)
+            yield from self.fetch_batch(batch, clock)
         self.fetch_metrics.publish(self.fetcher)  # requests, DNS lookups, robots.txt fetches
 
-    def fetch_batch(self, urls: list[str]) -> Iterator[FetchedImage]:
-        """Fetch and resize `urls` on the thread pool; stage the kept images in one file."""
-        results = list(
-            self.pool.map(lambda url: fetch_and_resize(self.fetcher, self.processor, url), urls)
-        )
+    def fetch_batch(
+        self, urls: list[str], clock: SplitClock | None = None
+    ) -> Iterator[FetchedImage]:
+        """Fetch and resize `urls` on the thread pool; stage the kept images in one file.
+        Once the split's share of its host's time budget (`clock`) is spent, the batch is
+        not fetched: its URLs are committed as `OVER_HOST_BUDGET` outcomes."""
+        if clock is not None and clock.spent():
+            results = [_over_time(url, clock) for url in urls]
+            self.over_time.inc(len(urls))
+        else:
+            if clock is not None:
+                clock.start()
+            results = list(
+                self.pool.map(lambda url: fetch_and_resize(self.fetcher, self.processor, url), urls)
+            )
         kept = [r for r in results if r.status is not Status.REJECTED and r.image is not None]
         refs = iter(stage_images(self.staging, [r.image for r in kept if r.image is not None]))
         self.urls.inc(len(urls))
@@ -246,6 +263,20 @@ class FetchImages(beam.DoFn):
     def teardown(self) -> None:
         self.pool.shutdown(wait=True)
         self.fetcher.close()
+
+
+def _over_time(url: str, clock: SplitClock) -> Record:
+    probe = Record(key=url, source="fetch", url=url, caption="", caption_source=CaptionSource.LIST)
+    return probe.rejected(
+        RejectReason.OVER_HOST_BUDGET,
+        f"this host split spent its share of fetch.max_seconds_per_host ({clock.share:.0f} s)",
+        limit=clock.share,
+    )
+
+
+def _over_fetch_budget(url: str, budget: int) -> FetchedImage:
+    reason, detail, limit = over_fetch_budget_detail(url, budget)
+    return FetchedImage(url, reject_reason=reason, reject_detail=detail, reject_limit=limit)
 
 
 class FetchDistinctUrls(beam.PTransform):
@@ -332,7 +363,14 @@ class Download(beam.PTransform):
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
         live, settled = records | "LiveOrSettled" >> beam.Partition(LiveOrSettled(), 2)
-        urls = live | "Urls" >> beam.Map(lambda r: r.url) | "Distinct" >> beam.Distinct()
+        distinct = live | "Urls" >> beam.Map(lambda r: r.url) | "Distinct" >> beam.Distinct()
+        # Each host's fetch budget, over all the job's URLs (fetched before a kill or not).
+        budget = self.settings.fetch.max_fetches_per_host
+        budgeted = distinct | "HostBudget" >> HostFetchBudget(budget)
+        urls = budgeted["within"]
+        over_budget = budgeted["over"] | "OverBudget" >> beam.Map(
+            _over_fetch_budget, budget=budget or 0
+        )
         # A rerun of a killed job: URLs a committed fetch batch answered are not fetched again.
         known = {
             "many": urls | "UrlByUrl" >> beam.Map(lambda url: (url, url)),
@@ -340,7 +378,11 @@ class Download(beam.PTransform):
         } | "Known" >> JoinOne(lambda url, known: [(url, known)], member_id=str)
         todo, done = known | "FetchedBefore" >> beam.Partition(_NewOrKnown(), 2)
         fetched = todo | "ToFetch" >> beam.Keys() | "FetchUrls" >> FetchDistinctUrls(self.settings)
-        outcomes = (fetched, done | "Reused" >> beam.Values()) | "Outcomes" >> beam.Flatten()
+        outcomes = (
+            fetched,
+            done | "Reused" >> beam.Values(),
+            over_budget,
+        ) | "Outcomes" >> beam.Flatten()
         joined = {
             "many": live | "ByUrl" >> beam.Map(lambda r: (r.url, r)),
             "one": outcomes | "OutcomeByUrl" >> beam.Map(lambda f: (f.url, f)),
