@@ -87,3 +87,48 @@ def test_the_cap_takes_the_first_images_and_ledgers_the_rest() -> None:
 def test_a_page_cap_under_one_is_refused() -> None:
     with pytest.raises(ValueError, match="max_images_per_page"):
         FetchConfig(max_images_per_page=0)
+
+
+def test_wat_pages_get_the_same_policy() -> None:
+    import io
+    import json
+
+    from test_sources import wat_envelope, wat_record
+    from warcio.warcwriter import WARCWriter
+
+    from pipeline.sources import iter_wat_candidates
+
+    buffer = io.BytesIO()
+    writer = WARCWriter(buffer, gzip=True)
+    links = [
+        {"path": "IMG@/src", "url": f"/m/{n}.jpg", "alt": f"a boat number {n}"} for n in range(4)
+    ]
+    plain = wat_envelope("https://a.example/p", links)
+    opted = wat_envelope("https://b.example/p", links)
+    opted["Envelope"]["Payload-Metadata"]["HTTP-Response-Metadata"]["HTML-Metadata"]["Head"][
+        "Metas"
+    ] = [{"name": "robots", "content": "noimageai"}]
+    wat_record(writer, "https://a.example/p", json.dumps(plain).encode())
+    wat_record(writer, "https://b.example/p", json.dumps(opted).encode())
+    records = list(
+        iter_wat_candidates(io.BytesIO(buffer.getvalue()), "wat", PagePolicy(max_images=3))
+    )
+    by_page: dict[str, list[RejectReason | None]] = {}
+    for record in records:
+        by_page.setdefault(record.page_url or "", []).append(record.reject_reason)
+    assert by_page["https://a.example/p"] == [None, None, None, RejectReason.OVER_PAGE_CAP]
+    assert by_page["https://b.example/p"] == [RejectReason.META_ROBOTS_OPT_OUT] * 4
+    unpoliced = list(iter_wat_candidates(io.BytesIO(buffer.getvalue()), "wat"))
+    assert all(r.reject_reason is None for r in unpoliced)
+
+
+def test_warc_pages_get_the_same_policy() -> None:
+    from pipeline.read_sources import _page_candidates
+
+    page = ("http://w.test/", _page('<meta name="robots" content="noai">', 3), None, "f.warc#0")
+    policed = _page_candidates(page, "warc", PagePolicy(max_images=2))
+    assert [r.reject_reason for r in policed] == [RejectReason.META_ROBOTS_OPT_OUT] * 3
+    plain = ("http://w.test/", _page("", 3), None, "f.warc#1")
+    capped = _page_candidates(plain, "warc", PagePolicy(max_images=2))
+    assert [r.reject_reason for r in capped] == [None, None, RejectReason.OVER_PAGE_CAP]
+    assert [r.reject_reason for r in _page_candidates(page, "warc", None)] == [None] * 3
