@@ -33,9 +33,15 @@ from typing import Any
 
 from lait.dataset.layout import STAGING_DIR
 from lait.dataset.storage import atomic_output, filesystem, join
+from lait.kill_points import kill_point
 
 OUTCOMES_SUFFIX = ".outcomes.jsonl"
 JOB_FILE = "job.json"
+# Keys of job.json beside the fetch and image settings: this invocation refetches staged
+# transient failures (`--retry-failed` on a killed run); the state of a `--retry-failed` run
+# on a finished folder (`pipeline.retry`).
+REFETCH_TRANSIENT_KEY = "refetch_transient"
+RETRY_KEY = "retry"
 
 
 class StagingRefError(ValueError):
@@ -100,7 +106,12 @@ def read_outcome_lines(path: str) -> list[str]:
 
 def read_job(output_folder: str) -> dict[str, Any] | None:
     """The settings an unfinished job staged its fetches under, if it left any."""
-    fs, root = filesystem(join(staging_folder(output_folder), JOB_FILE))
+    return read_staging_job(staging_folder(output_folder))
+
+
+def read_staging_job(folder: str) -> dict[str, Any] | None:
+    """`read_job` given the staging folder itself."""
+    fs, root = filesystem(join(folder, JOB_FILE))
     if not fs.exists(root):
         return None
     job: dict[str, Any] = json.loads(fs.cat_file(root))
@@ -158,7 +169,25 @@ def read_staged_many(refs: Sequence[str]) -> list[bytes]:
 
 
 def remove_staging(output_folder: str) -> None:
-    """Delete the staging folder of a finished job (nothing if there is none)."""
+    """Delete the staging folder of a finished job (nothing if there is none).
+
+    The folder's `job.json` is what marks a run unfinished (`pipeline.run.prepare_output`),
+    so it goes last, and the outcome files go before the images they point into: a kill
+    during the clean-up leaves a run that resumes, whose every remaining outcome still has
+    its image (an outcome removed is fetched again).
+    """
     fs, root = filesystem(staging_folder(output_folder))
+    if not fs.exists(root):
+        return
+    outcomes = fs.glob(join(root, f"*{OUTCOMES_SUFFIX}"))
+    if outcomes:
+        fs.rm(outcomes)
+    kill_point("staging_outcomes_removed")
+    job = join(root, JOB_FILE)
+    rest = [path for path in fs.ls(root, detail=False) if path.rstrip("/") != job]
+    if rest:
+        fs.rm(rest, recursive=True)
+    if fs.exists(job):
+        fs.rm(job)
     if fs.exists(root):
         fs.rm(root, recursive=True)

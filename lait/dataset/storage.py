@@ -36,6 +36,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
+from lait.kill_points import kill_point
+
 TEMP_PREFIX = "."
 TEMP_SUFFIX = ".partial"
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
@@ -194,10 +196,12 @@ def atomic_output(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[IO[bytes
             handle.flush()
             if local:
                 os.fsync(handle.fileno())
+        kill_point("before_commit", path)
         if local:
             os.replace(temp_path, path)
         else:
             fs.put_file(temp_path, path)
+        kill_point("committed", path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_path)
