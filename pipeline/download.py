@@ -48,11 +48,14 @@ from pipeline.image.config import ImageConfig
 from pipeline.outcomes import NAMESPACE
 from pipeline.progress import ProgressWriter
 from pipeline.staging import (
+    REFETCH_TRANSIENT_KEY,
     commit_outcomes,
     outcome_files,
     read_outcome_lines,
+    read_staging_job,
     stage_images,
 )
+from pipeline.transient import is_transient_failure
 
 _URL, _ROBOTS = "url", "robots"  # the two kinds of member of a host split's group
 
@@ -393,28 +396,44 @@ class Download(beam.PTransform):
 class StagedOutcomes(beam.PTransform):
     """(url, FetchedImage) for every URL the committed batches of an earlier, killed run of
     this job answered (none on a fresh run). The outcome files are listed once and read in
-    parallel; a URL answered twice (a retried bundle) keeps one outcome."""
+    parallel; a URL answered twice (a retried bundle) keeps one outcome.
+
+    When the staging folder's job says so (`--retry-failed` on a killed run), outcomes that
+    were transient failures are left out, so those URLs are fetched again."""
 
     def __init__(self, staging: str) -> None:
         super().__init__()
         self.staging = staging
+        job = read_staging_job(staging) or {}
+        self.refetch_transient = bool(job.get(REFETCH_TRANSIENT_KEY))
 
     def expand(self, pipeline: beam.Pipeline) -> beam.PCollection:
-        return (
+        outcomes = (
             pipeline
             | "Folder" >> beam.Create([self.staging])
             | "List" >> beam.FlatMap(outcome_files)
             | "Spread" >> beam.Reshuffle()
             | "Read" >> beam.FlatMap(read_outcome_lines)
             | "Parse" >> beam.Map(FetchedImage.from_json)
+        )
+        if self.refetch_transient:
+            outcomes = outcomes | "NotTransient" >> beam.Filter(
+                lambda f: not is_transient_failure(f.reject_reason, f.reject_detail)
+            )
+        return (
+            outcomes
             | "ByUrl" >> beam.Map(lambda f: (f.url, f))
             | "OnePerUrl" >> beam.CombinePerKey(_first_outcome)
         )
 
 
 def _first_outcome(outcomes: Iterable[FetchedImage]) -> FetchedImage:
-    # Any outcome of a URL would do; the smallest line makes reruns agree.
-    return min(outcomes, key=FetchedImage.to_json)
+    # Any outcome of a URL would do; the smallest line makes reruns agree. A URL fetched
+    # again by `--retry-failed` keeps its lasting outcome over the transient failure.
+    return min(
+        outcomes,
+        key=lambda f: (is_transient_failure(f.reject_reason, f.reject_detail), f.to_json()),
+    )
 
 
 def _member_id(record: Record) -> str:
