@@ -28,14 +28,22 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import StandardOptions
 
 from lait.dataset import add_run_info, prepare_folder
-from lait.dataset.layout import STAGING_DIR, STATS_FILE
-from lait.dataset.storage import check_output_location, filesystem, join
+from lait.dataset.layout import STAGING_DIR
+from lait.dataset.storage import check_output_location
+from lait.kill_points import kill_point
 from pipeline.beam_options import local_runner, pipeline_options
 from pipeline.config import PipelineConfig
 from pipeline.graph import BuildDataset
 from pipeline.outcomes import NAMESPACE
 from pipeline.progress import progress_bar
-from pipeline.staging import read_job, remove_staging, write_job
+from pipeline.retry import retry_failed
+from pipeline.staging import (
+    REFETCH_TRANSIENT_KEY,
+    RETRY_KEY,
+    read_job,
+    remove_staging,
+    write_job,
+)
 
 _VERSIONED = ["lait", "apache-beam", "img2dataset", "open-clip-torch", "torch", "pyarrow"]
 
@@ -76,29 +84,46 @@ def _fetch_settings(config: PipelineConfig) -> dict[str, Any]:
     return loaded
 
 
+def same_fetch_settings(staged: dict[str, Any], config: PipelineConfig) -> bool:
+    """Whether a staged job's fetch and image settings are `config`'s."""
+    settings = _fetch_settings(config)
+    return all(staged.get(name) == value for name, value in settings.items())
+
+
 def prepare_output(config: PipelineConfig) -> bool:
     """Make the output folder ready; True when this run resumes a killed one.
 
-    A folder holding an unfinished run of the same job (its staging folder, no stats.json)
-    is resumed: its committed fetch batches are kept and only the dataset files are redone.
-    An unfinished run with other fetch or image settings is refused (`UnfinishedRunError`);
-    anything else follows `prepare_folder` (refused unless `output.overwrite`).
+    A run is finished once its staging folder is gone (`pipeline.staging.remove_staging`
+    removes `job.json` last), so a folder holding `_staging/job.json` holds a killed run,
+    wherever it was killed: fetching, writing shards, writing stats.json, or cleaning up.
+    That run is resumed: its committed fetch batches are kept and only the dataset files are
+    redone. An unfinished run with other fetch or image settings is refused
+    (`UnfinishedRunError`), and so is an unfinished `--retry-failed` run (it resumes with
+    `--retry-failed`); anything else follows `prepare_folder` (a folder holding files is
+    refused unless `output.overwrite`).
+
+    With `output.retry_failed`, a resumed run fetches again the URLs whose staged outcome was
+    a transient failure (`pipeline.transient`), instead of reusing it.
     """
     folder = config.output.folder
     check_output_location(folder)
     settings = _fetch_settings(config)
     staged = None if config.output.overwrite else read_job(folder)
     if staged is not None:
-        fs, root = filesystem(folder)
-        if not fs.exists(join(root, STATS_FILE)):
-            if staged != settings:
-                raise UnfinishedRunError(
-                    f"{folder} holds an unfinished run with other fetch or image settings; "
-                    "rerun it with the same settings to resume it, or pass --overwrite "
-                    "to start again"
-                )
-            prepare_folder(folder, overwrite=True, keep=(STAGING_DIR,))
-            return True
+        if staged.get(RETRY_KEY) is not None:
+            raise UnfinishedRunError(
+                f"{folder} holds an unfinished --retry-failed run; rerun it with "
+                "--retry-failed to finish it, or pass --overwrite to start again"
+            )
+        if not same_fetch_settings(staged, config):
+            raise UnfinishedRunError(
+                f"{folder} holds an unfinished run with other fetch or image settings; "
+                "rerun it with the same settings to resume it, or pass --overwrite "
+                "to start again"
+            )
+        prepare_folder(folder, overwrite=True, keep=(STAGING_DIR,))
+        write_job(folder, {**settings, REFETCH_TRANSIENT_KEY: config.output.retry_failed})
+        return True
     prepare_folder(folder, overwrite=config.output.overwrite)
     write_job(folder, settings)
     return False
@@ -121,6 +146,16 @@ def run_pipeline(
     """
     if config.clip.enabled:
         config.clip.require_model()
+    if config.output.retry_failed:
+        if config.output.overwrite:
+            raise ValueError("--retry-failed adds to a run's folder; it cannot go with --overwrite")
+        staged = read_job(config.output.folder)
+        if staged is None or staged.get(RETRY_KEY) is not None:
+            # A finished folder (or a killed retry of one): the retry job of its own.
+            return retry_failed(
+                config, _fetch_settings(config), beam_args, show_progress=show_progress, job=job
+            )
+        # A killed run: resumed below, refetching its staged transient failures.
     options, local = pipeline_options(list(beam_args or []))
     if local:
         # The local workers relay harmless start-up warnings ("No semi_persistent_directory")
@@ -150,6 +185,8 @@ def run_pipeline(
         },
     }
     stats = add_run_info(config.output.folder, run)
-    # Every shard has read its images back; the staged copies are no longer needed.
+    kill_point("run_info_added")
+    # Every shard has read its images back; the staged copies are no longer needed, and
+    # removing them marks the run finished.
     remove_staging(config.output.folder)
     return stats

@@ -47,7 +47,7 @@ def write_samples(folder: str, shard_id: int, records: list[Record]) -> FolderCo
     return FolderCounts.of_records("accepted", records, shard_id)
 
 
-def write_rejects(folder: str, part_id: int, records: list[Record]) -> FolderCounts:
+def write_rejects(folder: str, part_id: int | str, records: list[Record]) -> FolderCounts:
     """Commit one part of the rejects ledger; its counts."""
     write_rejects_part(folder, part_id, records)
     return FolderCounts.of_records("rejected", records)
@@ -136,6 +136,42 @@ class _BySettlement(beam.PartitionFn):
         raise ValueError(f"record {record.key} reached the writer unsettled ({record.status})")
 
 
+class MergeCounts(beam.PTransform):
+    """Per-file counts → sizes.json, stats.json and the card, written once; returns the
+    merged counts."""
+
+    def __init__(self, folder: str) -> None:
+        super().__init__()
+        self.folder = folder
+
+    def expand(self, counts: beam.PCollection) -> beam.PCollection:
+        return (
+            counts
+            | "MergeCounts" >> beam.CombineGlobally(_MergeCounts())
+            | "WriteSummary" >> beam.Map(_write_summary, self.folder)
+        )
+
+
+class _NumberedFrom:
+    """Commit a shard group as shard `first + group id` (shards added to a written folder)."""
+
+    def __init__(self, first: int) -> None:
+        self.first = first
+
+    def __call__(self, folder: str, index: int, records: list[Record]) -> FolderCounts:
+        return write_samples(folder, self.first + index, records)
+
+
+class _PartNamed:
+    """Commit a ledger group as part `PREFIX00000` (parts added to a written folder)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def __call__(self, folder: str, index: int, records: list[Record]) -> FolderCounts:
+        return write_rejects(folder, f"{self.prefix}{index:05d}", records)
+
+
 class WriteDataset(beam.PTransform):
     """Commit settled records as shards (accepted) and rejects-ledger parts (rejected).
 
@@ -143,22 +179,41 @@ class WriteDataset(beam.PTransform):
     are written once from them (`lait.dataset.write_summary`), so nothing lists or reopens
     the committed files; the launcher adds its run information afterwards
     (`lait.dataset.add_run_info`). Returns the PCollection holding the merged counts.
+
+    Adding to a written folder (`pipeline.retry`): new shards are numbered from
+    `first_shard`, new ledger parts are named `PART_PREFIX00000`..., and `kept_counts` (a
+    PCollection of the counts of the files already there and kept) merge into the stats.
     """
 
-    def __init__(self, folder: str, samples_per_shard: int, rejects_per_part: int) -> None:
+    def __init__(
+        self,
+        folder: str,
+        samples_per_shard: int,
+        rejects_per_part: int,
+        *,
+        first_shard: int = 0,
+        part_prefix: str = "",
+        kept_counts: beam.PCollection | None = None,
+    ) -> None:
         super().__init__()
         self.folder = folder
         self.samples_per_shard = samples_per_shard
         self.rejects_per_part = rejects_per_part
+        self.first_shard = first_shard
+        self.part_prefix = part_prefix
+        self.kept_counts = kept_counts
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
         accepted, rejected = records | "Split" >> beam.Partition(_BySettlement(), 2)
-        shards = accepted | "Shards" >> WriteGroups(self.folder, self.samples_per_shard, True)
-        parts = rejected | "Rejects" >> WriteGroups(self.folder, self.rejects_per_part, False)
-        folder = self.folder
-        return (
-            (shards, parts)
-            | "Written" >> beam.Flatten()
-            | "MergeCounts" >> beam.CombineGlobally(_MergeCounts())
-            | "WriteSummary" >> beam.Map(_write_summary, folder)
+        shard_commit = _NumberedFrom(self.first_shard) if self.first_shard else None
+        part_commit = _PartNamed(self.part_prefix) if self.part_prefix else None
+        shards = accepted | "Shards" >> WriteGroups(
+            self.folder, self.samples_per_shard, True, commit=shard_commit
         )
+        parts = rejected | "Rejects" >> WriteGroups(
+            self.folder, self.rejects_per_part, False, commit=part_commit
+        )
+        written = [shards, parts]
+        if self.kept_counts is not None:
+            written.append(self.kept_counts)
+        return written | "Written" >> beam.Flatten() | "Summary" >> MergeCounts(self.folder)

@@ -593,6 +593,13 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
         "into the folder of a killed run resumes it: URLs already fetched are not fetched again)",
     )
     parser.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="fetch again the candidates the run in --out rejected for transient reasons "
+        "(timeouts, connection errors, 5xx, 429) and move those that now pass into new shards; "
+        "on the folder of a killed run, resume it and refetch its transient failures",
+    )
+    parser.add_argument(
         "--allow-network",
         action="append",
         default=[],
@@ -684,6 +691,8 @@ def _job_config(args: argparse.Namespace, sources: dict[str, object]) -> Pipelin
         overrides["output.folder"] = args.out
     if args.overwrite:
         overrides["output.overwrite"] = True
+    if args.retry_failed:
+        overrides["output.retry_failed"] = True
     if args.allow_network:
         overrides["fetch.allowed_networks"] = args.allow_network
     if args.respect_robots_txt:
