@@ -21,6 +21,7 @@ bucket (it may still meet its duplicates in its other bands' buckets) and is cou
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -30,7 +31,7 @@ from apache_beam.metrics import Metrics
 
 from dedupe.buckets import hamming_close, spanning_edges, thumbnail_matrix
 from dedupe.config import DedupeConfig
-from dedupe.fingerprint import THUMBNAIL_BYTES, band_values, thumbnail_distances
+from dedupe.fingerprint import band_values, thumbnail_distances
 from dedupe.probe import (
     BucketHashes,
     member_or_neighbours,
@@ -38,7 +39,7 @@ from dedupe.probe import (
     probe_halves,
     verified_probe_edges,
 )
-from dedupe.profile import Profile, Rank
+from dedupe.profile import Profile, Rank, colour_key_of, thin
 from dedupe.stages import BestPerValue, ExactStage, SimilarityStage
 from lait.record import RejectReason
 from pipeline.outcomes import NAMESPACE
@@ -251,23 +252,56 @@ class PerceptualEdges(beam.PTransform):
 
 def perceptual_identity(colour_threshold: float | None) -> Any:
     """value(profile) for collapsing identical images before banding: the pHash, and the
-    uncropped colour thumbnail quantised in steps of floor(colour_threshold) + 1, so two
-    profiles with one value differ by at most floor(colour_threshold) on every byte of it and
-    would pass the pairwise colour check (a minimum over crops, that one included) anyway.
-    Profiles without a thumbnail form their own values (they meet the others in the buckets,
-    where the pHash alone decides)."""
-    step = None if colour_threshold is None else int(colour_threshold) + 1
+    uncropped colour thumbnail quantised in steps of floor(colour_threshold) + 1 (its digest,
+    `colour_key_of`), so two profiles with one value differ by at most floor(colour_threshold)
+    on every byte of it and would pass the pairwise colour check (a minimum over crops, that
+    one included) anyway. A thin profile brings the digest (`colour_key`) instead of the
+    thumbnail. Profiles without a thumbnail form their own values (they meet the others in
+    the buckets, where the pHash alone decides)."""
 
     def identity(profile: Profile) -> tuple[int, bytes | None] | None:
         if profile.phash is None:
             return None
-        if step is None or profile.thumbnail is None:
+        if colour_threshold is None:
             return profile.phash, None
-        whole = profile.thumbnail[:THUMBNAIL_BYTES]  # the uncropped thumbnail
-        thumbnail = np.frombuffer(whole, dtype=np.uint8) // step
-        return profile.phash, thumbnail.astype(np.uint8).tobytes()
+        if profile.thumbnail is not None:
+            return profile.phash, colour_key_of(profile.thumbnail, colour_threshold)
+        return profile.phash, profile.colour_key
 
     return identity
+
+
+def _with_thumbnail(element: tuple[str, dict[str, list[Any]]]) -> Iterator[Profile]:
+    _, joined = element
+    for profile in joined["profile"]:
+        thumbnails = joined["thumbnail"]
+        yield dataclasses.replace(profile, thumbnail=thumbnails[0]) if thumbnails else profile
+
+
+class WithThumbnails(beam.PTransform):
+    """Thin profiles + (key, thumbnail) → the profiles with their thumbnails back (a join by
+    key; keys are unique among profiles by then, so no group holds more than two values)."""
+
+    def __init__(self, thumbnails: beam.PCollection) -> None:
+        super().__init__()
+        self.thumbnails = thumbnails
+
+    def expand(self, profiles: beam.PCollection) -> beam.PCollection:
+        return (
+            {
+                "profile": profiles | "ByKey" >> beam.Map(lambda p: (p.key, p)),
+                "thumbnail": self.thumbnails,
+            }
+            | "Join" >> beam.CoGroupByKey()
+            | "Thumbnail" >> beam.FlatMap(_with_thumbnail)
+        )
+
+
+def _in_hot_bucket(profile: Profile, bands: int, hot: dict[Band, int]) -> Iterator[Any]:
+    if profile.phash is not None and any(b in hot for b in band_values(profile.phash, bands)):
+        yield profile
+    else:
+        yield beam.pvalue.TaggedOutput("free", profile)
 
 
 class AbsorbIntoLeaders(beam.PTransform):
@@ -296,6 +330,11 @@ class AbsorbIntoLeaders(beam.PTransform):
             | "HotBuckets" >> beam.FlatMap(_hot_bucket_sizes, config.bucket_cap)
         )
         in_hot = members | "InHotBuckets" >> beam.FlatMap(_hot_only, beam.pvalue.AsDict(hot))
+        # only profiles with a band in a hot bucket can join a leader: the others (nearly all,
+        # unless a picture is copied thousands of times) pass without a shuffle
+        split = profiles | "HotProfiles" >> beam.FlatMap(
+            _in_hot_bucket, config.phash_bands, beam.pvalue.AsDict(hot)
+        ).with_outputs("free", main="hot")
         leaders = in_hot | "Leaders" >> beam.combiners.Top.PerKey(
             config.bucket_leaders, key=leader_order, reverse=True
         )
@@ -315,7 +354,10 @@ class AbsorbIntoLeaders(beam.PTransform):
             | "BestLeader" >> beam.CombinePerKey(min)
         )
         grouped = (
-            {"profile": profiles | "ByKey" >> beam.Map(lambda p: (p.key, p)), "leader": best_leader}
+            {
+                "profile": split.hot | "ByKey" >> beam.Map(lambda p: (p.key, p)),
+                "leader": best_leader,
+            }
             | "JoinLeaders" >> beam.CoGroupByKey()
             | "GroupOf"
             >> beam.FlatMap(_group_of, beam.pvalue.AsDict(leader_ranks)).with_outputs(
@@ -325,7 +367,8 @@ class AbsorbIntoLeaders(beam.PTransform):
         kept, decisions = grouped.grouped | "BestOfGroup" >> BestPerValue(
             RejectReason.DUPLICATE_PERCEPTUAL, self.detail, config.bucket_cap
         )
-        return (kept, grouped.free) | "Survivors" >> beam.Flatten(), decisions
+        survivors = (kept, grouped.free, split.free) | "Survivors" >> beam.Flatten()
+        return survivors, decisions
 
 
 class PerceptualStage(beam.PTransform):
@@ -334,9 +377,10 @@ class PerceptualStage(beam.PTransform):
     ("IntoLeaders"), then near ones through LSH buckets and clusters ("NearImage").
     """
 
-    def __init__(self, config: DedupeConfig) -> None:
+    def __init__(self, config: DedupeConfig, thumbnails: beam.PCollection | None = None) -> None:
         super().__init__()
         self.config = config
+        self.thumbnails = thumbnails
 
     def expand(self, profiles: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
         config, cap = self.config, self.config.bucket_cap
@@ -351,6 +395,8 @@ class PerceptualStage(beam.PTransform):
             f"near-duplicate image (same pHash{colour})",
             cap,
         )
+        if self.thumbnails is not None:  # thin profiles: their thumbnails join them here
+            profiles = profiles | "WithThumbnails" >> WithThumbnails(self.thumbnails)
         profiles, absorbed = profiles | "IntoLeaders" >> AbsorbIntoLeaders(
             config,
             f"near-duplicate image (pHash within {config.phash_threshold} bits{colour} of a "
@@ -373,5 +419,6 @@ class PerceptualStage(beam.PTransform):
             limit=config.phash_threshold,
             higher_is_closer=False,
             hub_degree=cap,
+            survivor_view=lambda p: thin(p, config.colour_threshold),
         )
         return survivors, (same, absorbed, near) | "Decisions" >> beam.Flatten()

@@ -1,13 +1,19 @@
 """The compact view of a record that dedupe shuffles: key, hashes and what the keep policy needs.
 
-Image bytes never travel through the similarity shuffles; a 192-byte colour thumbnail does.
+Image bytes never travel through the dedupe shuffles. The colour thumbnails (3 x 192 bytes)
+travel only where they are compared (the perceptual stage's buckets); the exact stages move
+`thin` profiles, which keep a 16-byte digest of the quantised thumbnail (`colour_key`) for
+collapsing identical pictures.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
-from dedupe.fingerprint import colour_thumbnail, phash_int
+import numpy as np
+
+from dedupe.fingerprint import THUMBNAIL_BYTES, colour_thumbnail, phash_int
 from lait.record import Record
 
 Rank = tuple[bool, float, int, str]
@@ -51,6 +57,8 @@ class Profile:
     tiebreak: tuple[str, str, str] = ("", "", "")
     # how many profiles this one stands for once an exact stage collapsed its copies onto it
     copies: int = 1
+    # a digest of the quantised uncropped thumbnail, kept when the thumbnail is not (`thin`)
+    colour_key: bytes | None = None
 
     @property
     def rank(self) -> Rank:
@@ -77,6 +85,26 @@ def profile_of(record: Record) -> Profile:
         pixels=record_pixels(record),
         tiebreak=(record.page_url or "", record.source, record.sha256 or ""),
     )
+
+
+def colour_key_of(thumbnail: bytes | None, colour_threshold: float | None) -> bytes | None:
+    """A 16-byte digest of the uncropped thumbnail quantised in steps of
+    floor(colour_threshold) + 1: two thumbnails with one key differ by at most
+    floor(colour_threshold) on every byte (see `dedupe.perceptual.perceptual_identity`).
+    None without a thumbnail or a colour check."""
+    if thumbnail is None or colour_threshold is None:
+        return None
+    step = int(colour_threshold) + 1
+    quantised = np.frombuffer(thumbnail[:THUMBNAIL_BYTES], dtype=np.uint8) // step
+    return hashlib.blake2b(quantised.astype(np.uint8).tobytes(), digest_size=16).digest()
+
+
+def thin(profile: Profile, colour_threshold: float | None) -> Profile:
+    """The profile without its thumbnail, its `colour_key` set in its place."""
+    if profile.thumbnail is None:
+        return profile
+    key = colour_key_of(profile.thumbnail, colour_threshold)
+    return dataclasses.replace(profile, thumbnail=None, colour_key=key)
 
 
 def best_profile(a: Profile, b: Profile) -> Profile:

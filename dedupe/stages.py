@@ -196,16 +196,21 @@ def _undecided(element: tuple[str, dict[str, list[Any]]]) -> Iterator[Profile]:
 
 
 class WithoutDecided(beam.PTransform):
-    """The profiles that have no decision (a join by key)."""
+    """The profiles that have no decision (a join by key), as `view(profile)` if given (what
+    the next stages need, e.g. without the thumbnail: less to shuffle)."""
 
-    def __init__(self, decisions: beam.PCollection) -> None:
+    def __init__(
+        self, decisions: beam.PCollection, view: Callable[[Profile], Profile] | None = None
+    ) -> None:
         super().__init__()
         self.decisions = decisions
+        self.view = view
 
     def expand(self, profiles: beam.PCollection) -> beam.PCollection:
+        view = self.view or (lambda p: p)
         return (
             {
-                "profile": profiles | "ByKey" >> beam.Map(lambda p: (p.key, p)),
+                "profile": profiles | "ByKey" >> beam.Map(lambda p: (p.key, view(p))),
                 "decision": self.decisions,
             }
             | "Join" >> beam.CoGroupByKey()
@@ -306,8 +311,10 @@ class SimilarityStage(beam.PTransform):
         limit: float | None = None,
         higher_is_closer: bool = True,
         hub_degree: int = DEFAULT_CAP,
+        survivor_view: Callable[[Profile], Profile] | None = None,
     ) -> None:
         super().__init__()
+        self.survivor_view = survivor_view
         self.edges = edges
         self.reason = reason
         self.detail = detail
@@ -383,5 +390,5 @@ class SimilarityStage(beam.PTransform):
             | "JoinValues" >> beam.CoGroupByKey()
             | "Decide" >> beam.FlatMap(_decide, self.reason, self.detail, self.limit)
         )
-        survivors = profiles | "Survivors" >> WithoutDecided(decisions)
+        survivors = profiles | "Survivors" >> WithoutDecided(decisions, self.survivor_view)
         return survivors, decisions

@@ -18,7 +18,7 @@ from dedupe.config import DedupeConfig
 from dedupe.decisions import Decision, decision_order
 from dedupe.decontaminate import ContaminationDecisions, EvalImage, EvalSets
 from dedupe.perceptual import PerceptualStage
-from dedupe.profile import best_profile, profile_of, record_order
+from dedupe.profile import Profile, best_profile, profile_of, record_order, thin
 from dedupe.semantic import SemanticEdges
 from dedupe.stages import ExactStage, SimilarityStage, WithoutDecided
 from lait.record import Record, RejectReason, Status
@@ -100,11 +100,15 @@ class Deduplicate(beam.PTransform):
             | "Profiles" >> beam.Values()
         )
         decisions = []
+        # The exact stages need no thumbnail: they move thin profiles, and the perceptual
+        # stage joins the thumbnails back for its buckets (dedupe/profile.py).
+        thumbnails = profiles | "Thumbnails" >> beam.FlatMap(_key_and_thumbnail)
+        whole, profiles = profiles, profiles | "Thin" >> beam.Map(thin, config.colour_threshold)
 
         evals = self._eval_sets(records.pipeline)
         if evals is not None:
             eval_images, eval_texts = evals
-            contaminated = profiles | "Decontaminate" >> ContaminationDecisions(
+            contaminated = whole | "Decontaminate" >> ContaminationDecisions(
                 eval_images,
                 eval_texts,
                 config.eval_phash_threshold,
@@ -127,7 +131,7 @@ class Deduplicate(beam.PTransform):
             )
             decisions.append(dropped)
         if config.perceptual:
-            profiles, dropped = profiles | "Perceptual" >> PerceptualStage(config)
+            profiles, dropped = profiles | "Perceptual" >> PerceptualStage(config, thumbnails)
             decisions.append(dropped)
         if config.caption:
             edges: beam.PTransform = CaptionEdges(
@@ -196,6 +200,11 @@ class Deduplicate(beam.PTransform):
         if not images:
             return None
         return images | "EvalImages" >> beam.Flatten(), texts
+
+
+def _key_and_thumbnail(profile: Profile) -> Iterator[tuple[str, bytes]]:
+    if profile.thumbnail is not None:
+        yield profile.key, profile.thumbnail
 
 
 def _without_thumbnail(key: str, record: Record) -> tuple[str, Record]:
