@@ -19,7 +19,7 @@ Prints the figures, then one JSON line: {"seconds": S, "peak_rss_mb": M, "accoun
 from __future__ import annotations
 
 import argparse
-import io
+import html
 import json
 import os
 import subprocess
@@ -33,37 +33,35 @@ from pathlib import Path
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
-WORDS = (
-    "red barn river hill boat field tree house road bridge lake sky stone garden".split()  # noqa: SIM905
-)
-DISTINCT_IMAGES = 64  # served under every URL in turn
+DEMO_PAIRS = 200  # clean demo-web (image, caption) pairs, served under the page's URLs in turn
 
 
-def _caption(n: int) -> str:
-    a, b, c = WORDS[n % 14], WORDS[(n // 14) % 14], WORDS[(n // 196) % 14]
-    return f"a photo of the {a} near the {b} and the {c}, picture {n}"
+def demo_pairs(count: int = DEMO_PAIRS) -> list[tuple[str, bytes]]:
+    """(caption, image bytes) of clean demo-web pictures (`lait.demo_web`): the demo CLIP
+    accepts many of them, so the crawl writes shards as a real one does."""
+    from lait.demo_web import build_site
+
+    site = build_site(seed=11, n_images=2 * count, noise_rate=0.0, n_slow=0)
+    pairs = []
+    for ref in site.ground_truth.references:
+        clean = {kind.value for kind in ref.noise} == {"clean"}
+        if ref.source != "page" or not clean or ref.scene is None or ref.status != 200:
+            continue
+        if ref.content_type != "image/jpeg" or ref.caption != ref.true_caption:
+            continue
+        pairs.append((ref.caption, site.body(ref.url, "http://demo.invalid")))
+        if len(pairs) == count:
+            break
+    return pairs
 
 
-def _page(images: int) -> bytes:
+def _page(images: int, captions: list[str]) -> bytes:
     imgs = "".join(
-        f'<figure><img src="/img/{n}.jpg" alt="{_caption(n)}"></figure>' for n in range(images)
+        f'<figure><img src="/img/{n}.jpg" alt="{html.escape(captions[n % len(captions)])}">'
+        "</figure>"
+        for n in range(images)
     )
     return f"<!doctype html><html><body><h1>gallery</h1>{imgs}</body></html>".encode()
-
-
-def _jpegs() -> list[bytes]:
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    out = []
-    for _ in range(DISTINCT_IMAGES):
-        small = rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)
-        image = Image.fromarray(small).resize((400, 300), Image.Resampling.BILINEAR)
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=85)
-        out.append(buffer.getvalue())
-    return out
 
 
 class HostileHost(ThreadingHTTPServer):
@@ -73,8 +71,9 @@ class HostileHost(ThreadingHTTPServer):
 
     def __init__(self, images: int, delay_s: float) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
-        self.page = _page(images)
-        self.jpegs = _jpegs()
+        pairs = demo_pairs()
+        self.page = _page(images, [caption for caption, _ in pairs])
+        self.images = [image for _, image in pairs]
         self.delay_s = delay_s
         self.lock = threading.Lock()
         self.image_requests = 0
@@ -103,7 +102,7 @@ class _Handler(BaseHTTPRequestHandler):
                 status, kind, body = 200, "text/html; charset=utf-8", host.page
             elif self.path.startswith("/img/"):
                 n = int(self.path.rsplit("/", 1)[1].split(".")[0])
-                status, kind, body = 200, "image/jpeg", host.jpegs[n % DISTINCT_IMAGES]
+                status, kind, body = 200, "image/jpeg", host.images[n % len(host.images)]
                 with host.lock:
                     host.image_requests += 1
             else:
