@@ -153,17 +153,19 @@ def _config(list_path: str, out: str) -> Any:
     )
 
 
-def _gbk_inputs(pipeline: Any) -> set[str]:
+def _gbk_inputs(pipeline: Any) -> dict[str, str]:
+    """The PCollections entering a GroupByKey, each with that GroupByKey's name."""
     proto = pipeline.to_runner_api()
     return {
-        pcoll
+        pcoll: transform.unique_name
         for transform in proto.components.transforms.values()
         if transform.spec.urn == GBK_URN
         for pcoll in transform.inputs.values()
     }
 
 
-def _shuffled_bytes(result: Any, gbk_inputs: set[str]) -> int:
+def _shuffled_bytes_by_input(result: Any, gbk_inputs: dict[str, str]) -> dict[str, int]:
+    """Bytes entering each GroupByKey (element count x mean sampled size), by its name."""
     from apache_beam.metrics import monitoring_infos
 
     counts: dict[str, int] = {}
@@ -179,7 +181,11 @@ def _shuffled_bytes(result: Any, gbk_inputs: set[str]) -> int:
             means[pcoll] = value.sum / value.count
     if gbk_inputs and not counts:
         raise RuntimeError("the runner reported no element counts for the GroupByKey inputs")
-    return round(sum(counts[p] * means.get(p, 0.0) for p in counts))
+    by_name: dict[str, int] = {}
+    for pcoll, count in counts.items():
+        name = gbk_inputs[pcoll]
+        by_name[name] = by_name.get(name, 0) + round(count * means.get(pcoll, 0.0))
+    return by_name
 
 
 def _stored_image_bytes(folder: Path) -> int:
@@ -216,7 +222,9 @@ def run_flow(list_path: str, out: str) -> dict[str, Any]:
     except ImportError:
         stats = finalize(out)
     stored = _stored_image_bytes(Path(out))
-    shuffled = _shuffled_bytes(result, gbk_inputs)
+    by_input = _shuffled_bytes_by_input(result, gbk_inputs)
+    shuffled = sum(by_input.values())
+    largest = sorted(by_input.items(), key=lambda kv: -kv[1])[:8]
     return {
         "seconds": round(seconds, 2),
         "candidates": stats["candidates"],
@@ -227,6 +235,8 @@ def run_flow(list_path: str, out: str) -> dict[str, Any]:
         "shuffled_over_stored_bytes": round(shuffled / max(1, stored), 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "reasons": stats["reasons"],
+        # Where the shuffled bytes go: the largest GroupByKey inputs, bytes per stored byte.
+        "largest_shuffles": {name: round(size / max(1, stored), 3) for name, size in largest},
     }
 
 
@@ -313,6 +323,8 @@ def main() -> None:
                     f"peak RSS {figures['peak_rss_mb']} MB, "
                     f"{figures['accepted']:,} accepted"
                 )
+                for shuffle, ratio in figures.get("largest_shuffles", {}).items():
+                    print(f"    {ratio:6.3f} of stored bytes into {shuffle}")
         finally:
             if "old" in roots:
                 _remove_worktree(roots["old"])
