@@ -331,3 +331,27 @@ def test_a_killed_retry_resumes_to_the_uninterrupted_retry(
     assert after["copy"] == ["duplicate_exact"] and after["down"] == ["http_server_error"]
     stats = _check_folder(out, len(cc.read_text().splitlines()))
     assert stats["run"]["retries"][0]["resumed"] is True
+
+
+def test_which_fetch_rejects_are_transient() -> None:
+    from lait.record import RejectReason as R
+    from pipeline.transient import is_transient_failure
+
+    assert is_transient_failure(R.TIMEOUT, "timed out: read timeout")
+    assert is_transient_failure(R.CONNECTION_ERROR, "cannot connect: refused")
+    assert is_transient_failure(R.HTTP_SERVER_ERROR, "HTTP 503")
+    assert is_transient_failure("http_client_error", "HTTP 429 Too Many Requests")
+    assert not is_transient_failure(R.HTTP_CLIENT_ERROR, "HTTP 403")
+    assert not is_transient_failure(R.HTTP_NOT_FOUND, "HTTP 404")
+    assert not is_transient_failure(R.CONNECTION_ERROR, "TLS failed: bad certificate")
+    assert not is_transient_failure(R.HTTP_SERVER_ERROR, "undecodable Content-Encoding: x")
+    assert not is_transient_failure(R.DUPLICATE_EXACT, None)
+    assert not is_transient_failure(None, None)
+
+
+def test_a_rewritten_ledger_part_takes_the_generation_once() -> None:
+    from pipeline.retry import rewritten_part_stem
+
+    assert rewritten_part_stem("rejects/00003.parquet", 1) == "00003-r1"
+    assert rewritten_part_stem("rejects/00003-r1.parquet", 2) == "00003-r2"
+    assert rewritten_part_stem("rejects/retry1-00000.parquet", 2) == "retry1-00000-r2"
