@@ -239,12 +239,22 @@ def sighting_id(key: str, source: str, where: str) -> str:
 _OBJECT_ADDRESS = re.compile(r"<([\w.]+) object at 0x[0-9a-fA-F]+>")
 
 
+# `Read timed out. (read timeout=0.4834416749981756)`: urllib3 names the budget that was
+# left, which differs on every fetch of the URL.
+_TIMEOUT_LEFT = re.compile(r"\b(read|connect) timeout=[0-9.]+")
+
+
 def deterministic_detail(detail: str | None) -> str | None:
-    """`detail` with object reprs' memory addresses removed (`<_io.BytesIO object>`), so the
-    ledger of a rerun is the same; reject details come from library errors that embed them."""
-    if detail is None or " object at 0x" not in detail:
+    """`detail` with object reprs' memory addresses removed (`<_io.BytesIO object>`) and
+    urllib3's time-left figures dropped (`(read timeout)`), so the ledger of a rerun is the
+    same; reject details come from library errors that embed them."""
+    if detail is None:
         return detail
-    return _OBJECT_ADDRESS.sub(r"<\1 object>", detail)
+    if " object at 0x" in detail:
+        detail = _OBJECT_ADDRESS.sub(r"<\1 object>", detail)
+    if " timeout=" in detail:
+        detail = _TIMEOUT_LEFT.sub(r"\1 timeout", detail)
+    return detail
 
 
 def record_key(url: str, caption: str) -> str:
