@@ -56,9 +56,11 @@ def demo_pairs(count: int = DEMO_PAIRS) -> list[tuple[str, bytes]]:
 
 
 def _page(images: int, captions: list[str]) -> bytes:
+    # Each image's caption is its picture's, numbered: a caption on many images is a text
+    # filter's reject (caption_shared_too_often), which would hide the fetch stages.
     imgs = "".join(
-        f'<figure><img src="/img/{n}.jpg" alt="{html.escape(captions[n % len(captions)])}">'
-        "</figure>"
+        f'<figure><img src="/img/{n}.jpg" alt="{html.escape(captions[n % len(captions)])}, '
+        f'photo {n}"></figure>'
         for n in range(images)
     )
     return f"<!doctype html><html><body><h1>gallery</h1>{imgs}</body></html>".encode()
