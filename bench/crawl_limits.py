@@ -218,13 +218,17 @@ def main(argv: list[str] | None = None) -> None:
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         }
         started = time.monotonic()
-        child = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+        log = Path(tmp) / "child.log"  # a file, not a pipe: a full pipe would stall the child
+        with log.open("w") as child_out:
+            child = subprocess.Popen(
+                command, cwd=ROOT, env=env, stdout=child_out, stderr=subprocess.STDOUT
+            )
         peak = 0.0
         while child.poll() is None:
             peak = max(peak, _tree_rss_mb(child.pid))
             time.sleep(0.1)
         seconds = time.monotonic() - started
-        output = child.stdout.read() if child.stdout else ""
+        output = log.read_text(errors="replace")
         if child.returncode != 0:
             raise SystemExit(f"the crawl failed (exit {child.returncode}): {output[-2000:]}")
         counts = check_folder(out)
