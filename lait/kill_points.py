@@ -15,7 +15,10 @@ environment lookup. The points:
 - `run_info_added`: the launcher has added its run information to stats.json, and the
   staging folder is still there (`pipeline.run`);
 - `staging_outcomes_removed`: the end-of-job clean-up has removed the fetch outcome files
-  but not yet the staged images (`pipeline.staging.remove_staging`).
+  but not yet the staged images (`pipeline.staging.remove_staging`);
+- `retry_written`: a `--retry-failed` job on a finished folder has written its files and
+  marked its phase `written`, and has not yet deleted the ledger parts it replaced
+  (`pipeline.retry`).
 
 Counts are per process: a test that names the N-th occurrence runs the job in one process
 (`--direct_running_mode=in_memory`).
