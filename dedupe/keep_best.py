@@ -152,23 +152,27 @@ class JoinOne(beam.PTransform, Generic[T, V]):
 
 
 class _BestOf(beam.CombineFn):
-    """The smallest (rank, id) of a key's members."""
+    """The smallest (rank, id) of a key's members, and the sum of their weights:
+    ((rank, id), total) from (rank, id, weight) inputs."""
 
     def create_accumulator(self) -> Any:
-        return None
+        return None, 0
 
-    def add_input(self, best: Any, candidate: Any) -> Any:
-        return candidate if best is None or candidate < best else best
+    def add_input(self, accumulator: Any, candidate: Any) -> Any:
+        best, total = accumulator
+        chosen = candidate[:2]
+        return (chosen if best is None or chosen < best else best), total + candidate[2]
 
     def merge_accumulators(self, accumulators: Iterable[Any]) -> Any:
-        best = None
-        for candidate in accumulators:
+        best, total = None, 0
+        for candidate, weight in accumulators:
+            total += weight
             if candidate is not None and (best is None or candidate < best):
                 best = candidate
-        return best
+        return best, total
 
-    def extract_output(self, best: Any) -> Any:
-        return best
+    def extract_output(self, accumulator: Any) -> Any:
+        return accumulator
 
 
 class _HasKey(beam.PartitionFn):
@@ -187,6 +191,9 @@ class KeepBestPerKey(beam.PTransform, Generic[T]):
     Ranks must be small comparable values (tuples of numbers and strings): they are what
     crosses the shuffle for the choice. Members with the same id as the winner (the same
     sighting twice) keep exactly one: they share a sub-key, and the first one wins.
+
+    With `win`, the winner becomes `win(member, total)`, where total is the sum of
+    `weight_of(member)` over its key (1 each by default): the copies a survivor stands for.
     """
 
     def __init__(
@@ -194,8 +201,11 @@ class KeepBestPerKey(beam.PTransform, Generic[T]):
         key_of: Callable[[T], Hashable | None],
         rank_of: Callable[[T], Any],
         id_of: Callable[[T], str],
-        lose: Callable[[T, Any, str], T],
+        lose: Callable[[T, Any, str], Any],
         hot_cap: int = DEFAULT_HOT_CAP,
+        *,
+        win: Callable[[T, int], Any] | None = None,
+        weight_of: Callable[[T], int] | None = None,
     ) -> None:
         super().__init__()
         self.key_of = key_of
@@ -203,26 +213,32 @@ class KeepBestPerKey(beam.PTransform, Generic[T]):
         self.id_of = id_of
         self.lose = lose
         self.hot_cap = hot_cap
+        self.win = win
+        self.weight_of = weight_of
 
     def expand(self, members: beam.PCollection) -> beam.PCollection:
         key_of, rank_of, id_of, lose = self.key_of, self.rank_of, self.id_of, self.lose
+        win = self.win or (lambda member, _: member)
+        weight_of = self.weight_of or (lambda _: 1)
         keyed, unkeyed = members | "HasKey" >> beam.Partition(_HasKey(key_of), 2)
         pairs = keyed | "ByKey" >> beam.Map(lambda m: (key_of(m), m))
         winners = (
             pairs
-            | "Rank" >> beam.MapTuple(lambda k, m: (k, (rank_of(m), id_of(m))))
+            | "Rank" >> beam.MapTuple(lambda k, m: (k, (rank_of(m), id_of(m), weight_of(m))))
             | "Best" >> beam.CombinePerKey(_BestOf())
         )
 
-        def on_group(key: Hashable, group: list[T], best: tuple[Any, str] | None) -> Iterator[T]:
-            if best is None:
+        def on_group(
+            key: Hashable, group: list[T], best: tuple[tuple[Any, str], int] | None
+        ) -> Iterator[Any]:
+            if best is None or best[0] is None:
                 raise ValueError(f"KeepBestPerKey: no winner for key {key!r}")
-            rank, winner = best
+            (rank, winner), total = best
             kept = False
             for member in group:
                 if not kept and id_of(member) == winner and rank_of(member) == rank:
                     kept = True
-                    yield member
+                    yield win(member, total)
                 else:
                     yield lose(member, rank, winner)
 

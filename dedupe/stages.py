@@ -4,10 +4,12 @@
 Each stage returns (survivors, decisions): the profiles it kept, for the next stage, and
 (key, Decision) for every profile it dropped.
 
-No group of one value is ever held whole: the best profile of each value is a combiner
-(lifted before the shuffle), values with more than `cap` profiles ("hot": a site-wide logo,
-a white image) are told their survivor through a side input holding only those values
-(at most N / cap entries), and only the others meet in a GroupByKey of at most `cap`.
+No group of one value is ever held whole: the exact shape is `dedupe.keep_best.KeepBestPerKey`
+(the one per-key choice of the whole pipeline): the best (rank, key) of each value and its
+copies are a combiner over small tuples (lifted before the shuffle), values with more than
+`cap` profiles ("hot": a site-wide logo, a white image) are spread over ceil(n / cap) salted
+sub-keys (a side input holds only those values, at most N / cap entries), and the winner
+is joined back to each sub-key: one shuffle of the profiles, groups of about `cap`.
 """
 
 from __future__ import annotations
@@ -17,87 +19,16 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
 from dedupe.components import ConnectedComponents
 from dedupe.decisions import Decision
-from dedupe.profile import Profile, Rank, best_profile
+from dedupe.keep_best import KeepBestPerKey
+from dedupe.profile import Profile, Rank
 from lait.record import RejectReason
-from pipeline.outcomes import NAMESPACE
 
 _DECIDED = "decided"
-_HOT = "hot"
+_KEPT = "kept"
 DEFAULT_CAP = 2048
-
-Best = tuple[int, Profile | None]
-"""(profiles seen, copies they stand for, best profile) of one value, as the combiner holds it."""
-
-
-class BestOfValue(beam.CombineFn):
-    """(copies, best profile) of the profiles of one value: exact, mergeable, O(1) state."""
-
-    def create_accumulator(self) -> Best:
-        return 0, None
-
-    def add_input(self, accumulator: Best, profile: Profile) -> Best:
-        copies, best = accumulator
-        return copies + profile.copies, profile if best is None else best_profile(best, profile)
-
-    def merge_accumulators(self, accumulators: Iterable[Best]) -> Best:
-        copies, best = 0, None
-        for more, other in accumulators:
-            copies += more
-            if other is not None:
-                best = other if best is None else best_profile(best, other)
-        return copies, best
-
-    def extract_output(self, accumulator: Best) -> Best:
-        return accumulator
-
-
-def _hot_survivor(element: tuple[Any, Best], cap: int) -> Iterator[tuple[Any, tuple[str, int]]]:
-    value, (copies, best) = element
-    if best is not None and copies > cap:
-        yield value, (best.key, copies)
-
-
-def _hot_or_cold(
-    element: tuple[Any, Profile],
-    hot: dict[Any, tuple[str, int]],
-    reason: RejectReason,
-    detail: str,
-) -> Iterator[Any]:
-    value, profile = element
-    survivor = hot.get(value)
-    if survivor is None:
-        yield element
-        return
-    Metrics.counter(NAMESPACE, "dedupe.hot_value_members").inc()
-    key, copies = survivor
-    if profile.key == key:
-        yield beam.pvalue.TaggedOutput(_HOT, dataclasses.replace(profile, copies=copies))
-    else:
-        yield beam.pvalue.TaggedOutput(_DECIDED, (profile.key, Decision(reason, key, detail)))
-
-
-def _cold_group(
-    element: tuple[Any, Iterable[Profile]], reason: RejectReason, detail: str
-) -> Iterator[Any]:
-    # A cold group holds at most `cap` profiles (hot values never get here): two passes,
-    # no sort.
-    _, members = element
-    members = list(members)
-    keeper = members[0]
-    copies = 0
-    for profile in members:
-        keeper = best_profile(keeper, profile)
-        copies += profile.copies
-    yield dataclasses.replace(keeper, copies=copies)
-    for profile in members:
-        if profile.key != keeper.key:
-            yield beam.pvalue.TaggedOutput(
-                _DECIDED, (profile.key, Decision(reason, keeper.key, detail))
-            )
 
 
 class _HasValue(beam.PartitionFn):
@@ -140,9 +71,10 @@ class ExactStage(beam.PTransform):
 
 
 class BestPerValue(beam.PTransform):
-    """(value, profile) pairs → (the best profile of each value, (key, Decision) for the
-    others). Hot values are decided through a side input, the others in groups of at most
-    `cap`: see the module doc."""
+    """(value, profile) pairs → (the best profile of each value, its `copies` the sum over
+    the value, and (key, Decision) for the others): `KeepBestPerKey`, the pipeline's own
+    per-key choice, so hot values are spread over salted sub-keys of at most about `cap`
+    profiles (see the module doc)."""
 
     def __init__(self, reason: RejectReason, detail: str, cap: int = DEFAULT_CAP) -> None:
         super().__init__()
@@ -152,23 +84,31 @@ class BestPerValue(beam.PTransform):
 
     def expand(self, by_value: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
         reason, detail = self.reason, self.detail
-        hot = (
-            by_value
-            | "BestOfValue" >> beam.CombinePerKey(BestOfValue())
-            | "HotValues" >> beam.FlatMap(_hot_survivor, self.cap)
+
+        def lose(pair: tuple[Any, Profile], _: Any, winner: str) -> tuple[str, Any]:
+            return _DECIDED, (pair[1].key, Decision(reason, winner, detail))
+
+        def win(pair: tuple[Any, Profile], copies: int) -> tuple[str, Any]:
+            return _KEPT, dataclasses.replace(pair[1], copies=copies)
+
+        settled = by_value | "KeepBest" >> KeepBestPerKey(
+            key_of=lambda pair: pair[0],
+            rank_of=lambda pair: pair[1].order,
+            id_of=lambda pair: pair[1].key,
+            lose=lose,
+            hot_cap=self.cap,
+            win=win,
+            weight_of=lambda pair: pair[1].copies,
         )
-        split = by_value | "HotOrCold" >> beam.FlatMap(
-            _hot_or_cold, beam.pvalue.AsDict(hot), reason, detail
-        ).with_outputs(_HOT, _DECIDED, main="cold")
-        cold = (
-            split.cold
-            | "GroupCold" >> beam.GroupByKey()
-            | "KeepBest"
-            >> beam.FlatMap(_cold_group, reason, detail).with_outputs(_DECIDED, main="kept")
+        split = settled | "KeptOrDecided" >> beam.FlatMap(_kept_or_decided).with_outputs(
+            _DECIDED, main=_KEPT
         )
-        kept = (cold.kept, split[_HOT]) | "Kept" >> beam.Flatten()
-        decisions = (cold[_DECIDED], split[_DECIDED]) | "Decisions" >> beam.Flatten()
-        return kept, decisions
+        return split[_KEPT], split[_DECIDED]
+
+
+def _kept_or_decided(tagged: tuple[str, Any]) -> Iterator[Any]:
+    tag, value = tagged
+    yield value if tag == _KEPT else beam.pvalue.TaggedOutput(_DECIDED, value)
 
 
 Scored = tuple[str, float]

@@ -18,6 +18,7 @@ from apache_beam.testing.util import assert_that
 
 from dedupe import DedupeConfig
 from dedupe.fingerprint import band_values
+from dedupe.keep_best import GROUP_SIZE_METRIC
 from dedupe.perceptual import PerceptualStage
 from dedupe.profile import Profile
 from lait.record import RejectReason
@@ -95,9 +96,11 @@ def _run_hot(n: int, far: int) -> None:
         if counter.key.metric.namespace == "lait":  # summed over the steps that count it
             name = counter.key.metric.name
             counters[name] = counters.get(name, 0) + int(counter.committed or 0)
-    # the copies never met in one group: all of them (and the absorbed near copies) were
-    # decided through the hot-value side input
-    assert counters["dedupe.hot_value_members"] >= n
+    # the copies never met in one group: the exact stages' per-value choice (keep_best's
+    # salted join) held at most about bucket_cap profiles of a value at once
+    cap = DedupeConfig().bucket_cap
+    sizes = result.metrics().query(MetricsFilter().with_name(GROUP_SIZE_METRIC))["distributions"]
+    assert sizes and max(d.committed.max for d in sizes) <= 1.25 * cap
     assert counters["dedupe.hot_buckets"] >= DedupeConfig().phash_bands
     # only far hashes that share a band value with HOT by chance can meet no leader in a hot
     # bucket (after the near copies are absorbed, their buckets may no longer be hot)
