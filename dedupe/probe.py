@@ -9,7 +9,8 @@ shuffle by 12 (and its colour thumbnails with it); instead, each bucket's *disti
 travel to its neighbours as one numpy array per (bucket, neighbour), a few kilobytes per
 bucket, not per member:
 
-1. `BucketHashes`: (band, value) → the bucket's distinct pHashes (a set-union combiner).
+1. `BucketHashes`: (band, value) → the bucket's distinct pHashes (a set-union combiner), as
+   raw bytes (8 per hash).
 2. `neighbour_lists`: each bucket's hashes → the (band, value ^ 1 << bit) keys of its band.
 3. In the bucket's own group (next to its members, thumbnails included) `probe_halves` finds
    the members within the threshold of a neighbour's hash that share no band with it (the
@@ -58,14 +59,15 @@ class BucketHashes(CombineFn):
             merged |= accumulator
         return merged
 
-    def extract_output(self, accumulator: set[int]) -> np.ndarray:
-        return np.array(sorted(accumulator), dtype=np.uint64)
+    def extract_output(self, accumulator: set[int]) -> bytes:
+        # raw little-endian uint64s: a numpy array would cross the shuffle pickled, which
+        # costs a hundred bytes or more per bucket in framing alone
+        return np.array(sorted(accumulator), dtype="<u8").tobytes()
 
 
-def neighbour_lists(
-    element: tuple[Band, np.ndarray], bands: int
-) -> Iterator[tuple[Band, np.ndarray]]:
-    """A bucket's distinct hashes → one copy for each bucket one bit away in its band."""
+def neighbour_lists(element: tuple[Band, bytes], bands: int) -> Iterator[tuple[Band, bytes]]:
+    """A bucket's distinct hashes (`BucketHashes`) → one copy for each bucket one bit away in
+    its band."""
     (band, value), hashes = element
     _, mask = band_slices(bands)[band]
     for bit in range(mask.bit_length()):
@@ -141,5 +143,8 @@ def member_or_neighbours(tagged: Iterable[tuple[str, Any]]) -> tuple[list[Any], 
     members: list[Any] = []
     neighbours: list[np.ndarray] = []
     for tag, value in tagged:
-        (members if tag == "member" else neighbours).append(value)
+        if tag == "member":
+            members.append(value)
+        else:
+            neighbours.append(np.frombuffer(value, dtype="<u8").astype(np.uint64))
     return members, neighbours
