@@ -17,6 +17,9 @@ folder it is a job of its own, which adds to the folder without rewriting what s
                         new shards, numbered after the last one   new ledger parts
                                                                   `retryN-00000.parquet`
 
+- **CLIP**: the retried candidates are scored with the job's model and fixed thresholds
+  (the `threshold` policy; `top_fraction`, whose cut depends on the whole run's scores, is
+  refused), then the best caption per image is chosen among them.
 - **What is transient** (`pipeline.transient`): timeout, connection_error, http_server_error,
   and http_client_error whose detail is a 429.
 - **Dedupe against what is already accepted**: the existing samples' metadata (url, sha256,
@@ -305,6 +308,13 @@ def retry_failed(
     from pipeline.run import UnfinishedRunError, same_fetch_settings
 
     folder = config.output.folder
+    if config.clip.enabled and config.clip.policy != "threshold":
+        raise ValueError(
+            "--retry-failed scores the retried candidates against fixed CLIP thresholds; the "
+            "top_fraction policy's cut depends on the whole run's scores. Retry with "
+            "--set clip.policy=threshold --set clip.min_score=S (e.g. the lowest clip_score "
+            "among the folder's samples)"
+        )
     storage.check_output_location(folder)
     state = read_job(folder)
     resumed = state is not None

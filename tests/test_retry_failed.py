@@ -202,13 +202,24 @@ def _check_folder(folder: Path, candidates: int) -> dict[str, Any]:
     return stats
 
 
+# With CLIP on: the demo model, with a floor every picture passes (the scoring stage runs on
+# the retried candidates, nothing is dropped by it).
+WITH_CLIP: tuple[str, ...] = ("--set", "clip.enabled=true", "--set", "clip.model=lait-demo-clip")
+WITH_CLIP += ("--set", "clip.min_score=-100")
+
+
+@pytest.mark.parametrize(
+    "clip",
+    [(), pytest.param(WITH_CLIP, marks=pytest.mark.slow, id="clip")],
+    ids=["no-clip", "clip"],
+)
 def test_retry_failed_moves_what_now_answers_into_new_shards(
-    tmp_path: Path, server: _ImageServer, capsys: pytest.CaptureFixture[str]
+    clip: tuple[str, ...], tmp_path: Path, server: _ImageServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     cc = _cc_list(tmp_path, server)
     out = tmp_path / "ds"
     candidates = len(cc.read_text().splitlines())
-    assert main(_args(cc, out)) == 0
+    assert main(_args(cc, out, *clip)) == 0
     first = _by_name(_outcomes(out))
     assert first["s503"] == ["http_server_error", "http_server_error"]
     assert first["s429"] == ["http_client_error"] and first["slow"] == ["timeout"]
@@ -219,12 +230,13 @@ def test_retry_failed_moves_what_now_answers_into_new_shards(
 
     server.healed = True
     requested = Counter(server.requests)
-    assert main(_args(cc, out, "--retry-failed")) == 0
+    assert main(_args(cc, out, "--retry-failed", *clip)) == 0
     assert "accepted" in capsys.readouterr().out
     after = _by_name(_outcomes(out))
-    # One URL under two captions: fetched once, one caption kept (dedupe's same-URL rule,
-    # as an uninterrupted run keeps one).
-    assert sorted(after["s503"]) == ["accepted", "duplicate_url"]
+    # One URL under two captions: fetched once, one caption kept, as an uninterrupted run
+    # keeps one (CLIP's best caption per image, else dedupe's same-URL rule).
+    second = "not_best_caption" if clip else "duplicate_url"
+    assert sorted(after["s503"]) == ["accepted", second]
     assert after["s429"] == ["accepted"] and after["slow"] == ["accepted"]
     assert after["copy"] == ["duplicate_exact"]  # the bytes of ok0, already a sample
     assert after["down"] == ["http_server_error"]  # tried again, failed again
@@ -244,6 +256,9 @@ def test_retry_failed_moves_what_now_answers_into_new_shards(
     assert stats["accepted"] == before["accepted"] + 3
     assert stats["run"]["retries"][0]["generation"] == 1
     assert stats["run"]["resumed"] is False  # the first run's information is kept
+    if clip:
+        scores = DatasetFolder(out).metadata(["url", "clip_score"]).to_pylist()
+        assert all(row["clip_score"] is not None for row in scores)
 
 
 @pytest.mark.slow  # ~60 s: three runs
