@@ -136,7 +136,7 @@ def _cc_list(tmp: Path, server: _ImageServer) -> Path:
     return path
 
 
-def _args(cc: Path, out: Path, *extra: str) -> list[str]:
+def _args(cc: Path, out: Path | str, *extra: str) -> list[str]:
     return [
         "download",
         "--cc",
