@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 import time
 from collections.abc import Iterator
@@ -332,6 +333,8 @@ def retry_failed(
     started = time.time()
     if retry["phase"] == _RUNNING:
         options, local = pipeline_options(list(beam_args or []))
+        if local:  # as in `pipeline.run`: the local workers' harmless start-up warnings
+            logging.getLogger("apache_beam.runners.portability").setLevel(logging.ERROR)
         with progress_bar(enabled=local and show_progress) as progress_folder:
             pipeline = beam.Pipeline(runner=local_runner() if local else None, options=options)
             _ = pipeline | "LAIT" >> RetryFailed(config, retry, progress_folder)

@@ -71,7 +71,8 @@ def _counters(result: Any) -> dict[str, int]:
 
 
 class UnfinishedRunError(FileExistsError):
-    """The output folder holds an unfinished run of a job with other fetch or image settings."""
+    """The output folder holds an unfinished run that this command cannot resume (other fetch
+    or image settings, or a `--retry-failed` run resumed without the flag)."""
 
 
 def _fetch_settings(config: PipelineConfig) -> dict[str, Any]:
@@ -139,7 +140,9 @@ def run_pipeline(
     """Run the job to completion and return the dataset's stats (also in stats.json).
 
     Rerunning into the folder of a killed run resumes it (`prepare_output`): URLs its
-    committed fetch batches answered are not fetched again.
+    committed fetch batches answered are not fetched again. With `output.retry_failed`, a
+    finished folder gets the retry job of `pipeline.retry` instead, and a killed run is
+    resumed with its transient fetch failures fetched again.
 
     Raises `ClipModelNotNamedError` before any work (nothing read, nothing written) when
     CLIP scoring is on and the config names no model.
