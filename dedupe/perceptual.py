@@ -34,9 +34,10 @@ from dedupe.config import DedupeConfig
 from dedupe.fingerprint import band_values, thumbnail_distances
 from dedupe.probe import (
     BucketHashes,
-    member_or_neighbours,
+    members_and_requests,
     neighbour_lists,
     probe_halves,
+    probe_requests,
     verified_probe_edges,
 )
 from dedupe.profile import Profile, Rank, colour_key_of, thin
@@ -196,9 +197,9 @@ class PerceptualEdges(beam.PTransform):
             return bucket_edges(list(element[1]), threshold, colour, block)
 
         def edges_and_halves(element: tuple[Band, Iterable[tuple[str, Any]]]) -> Iterator[Any]:
-            members, neighbours = member_or_neighbours(element[1])
+            members, requests = members_and_requests(element[1])
             yield from bucket_edges(members, threshold, colour, block)
-            for half in probe_halves(members, neighbours, threshold, bands):
+            for half in probe_halves(members, requests):
                 yield beam.pvalue.TaggedOutput("half", half)
 
         members = profiles | "Bands" >> beam.FlatMap(band_members, bands)
@@ -212,20 +213,29 @@ class PerceptualEdges(beam.PTransform):
             _hot_or_cold, beam.pvalue.AsDict(hot)
         ).with_outputs("hot", main="cold")
         if self.probe:  # see dedupe/probe.py
-            neighbours = (
+            hashes = (
                 split.cold
                 | "MemberHashes" >> beam.MapTuple(lambda band, member: (band, member[1]))
                 | "BucketHashes" >> beam.CombinePerKey(BucketHashes())
-                | "ToNeighbours" >> beam.FlatMap(neighbour_lists, bands)
-                | "TagNeighbours" >> beam.MapTuple(lambda band, hashes: (band, ("near", hashes)))
+            )
+            requests = (
+                (
+                    hashes | "TagOwn" >> beam.MapTuple(lambda band, h: (band, ("own", h))),
+                    hashes
+                    | "ToNeighbours" >> beam.FlatMap(neighbour_lists, bands)
+                    | "TagNear" >> beam.MapTuple(lambda band, h: (band, ("near", h))),
+                )
+                | "OwnAndNear" >> beam.Flatten()
+                | "ProbeBuckets" >> beam.GroupByKey()
+                | "ProbePairs" >> beam.FlatMap(probe_requests, threshold, bands)
             )
             found = (
                 (
                     split.cold
                     | "TagMembers" >> beam.MapTuple(lambda band, m: (band, ("member", m))),
-                    neighbours,
+                    requests,
                 )
-                | "MembersAndNeighbours" >> beam.Flatten()
+                | "MembersAndRequests" >> beam.Flatten()
                 | "Buckets" >> beam.GroupByKey()
                 | "CloseInBucket"
                 >> beam.FlatMap(edges_and_halves).with_outputs("half", main="edges")

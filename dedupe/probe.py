@@ -11,11 +11,13 @@ bucket, not per member:
 
 1. `BucketHashes`: (band, value) → the bucket's distinct pHashes (a set-union combiner), as
    raw bytes (8 per hash).
-2. `neighbour_lists`: each bucket's hashes → the (band, value ^ 1 << bit) keys of its band.
-3. In the bucket's own group (next to its members, thumbnails included) `probe_halves` finds
-   the members within the threshold of a neighbour's hash that share no band with it (the
-   pairs banding already found are left to it) and emits each member as one *half* of a
-   pair, keyed by the two hashes. The neighbour bucket finds the same pair from its side.
+2. `neighbour_lists`: each bucket's hashes → the (band, value ^ 1 << bit) keys of its band;
+   in a group of hashes only (its own and its neighbours') `probe_requests` finds its own
+   hashes within the threshold of a neighbour's that share no band with it (the pairs
+   banding already finds are left to it). The neighbour finds the same pair from its side.
+3. The requests (rare: real near copies) join the bucket's members (thumbnails included) in
+   the bucket's group, where `probe_halves` emits each requested member as one *half* of a
+   pair, keyed by the two hashes.
 4. `verified_probe_edges`: the two halves meet in a group keyed by the hash pair, where
    both thumbnails are known and the colour check decides, as inside a bucket.
 
@@ -82,18 +84,21 @@ def _share_a_band(a: np.ndarray, b: np.ndarray, bands: int) -> np.ndarray:
     return shared
 
 
-def probe_halves(
-    members: list[tuple[Rank, int, bytes | None, int]],
-    neighbours: list[np.ndarray],
-    threshold: int,
-    bands: int,
-) -> Iterator[tuple[tuple[int, int], Half]]:
-    """Members of one bucket within `threshold` bits of a neighbouring bucket's hash and in no
-    common band with it → ((lower hash, higher hash), this member's half of the pair)."""
-    if not members or not neighbours:
-        return
-    own = np.array([m[1] for m in members], dtype=np.uint64)
-    others = np.unique(np.concatenate(neighbours))
+def probe_requests(
+    element: tuple[Band, Iterable[tuple[str, bytes]]], threshold: int, bands: int
+) -> Iterator[tuple[Band, tuple[str, tuple[int, int]]]]:
+    """A bucket's own distinct hashes and its neighbours' → (this bucket, ("probe", (own hash,
+    other hash))) for each own hash within `threshold` bits of a neighbour's hash and in no
+    common band with it (the pairs banding already finds are left to it)."""
+    band, tagged = element
+    own_parts: list[np.ndarray] = []
+    near_parts: list[np.ndarray] = []
+    for tag, raw in tagged:
+        (own_parts if tag == "own" else near_parts).append(np.frombuffer(raw, dtype="<u8"))
+    if not own_parts or not near_parts:
+        return  # an empty or hot bucket: nobody here to pair with
+    own = np.unique(np.concatenate(own_parts)).astype(np.uint64)
+    others = np.unique(np.concatenate(near_parts)).astype(np.uint64)
     rows = max(1, _BLOCK_CELLS // max(1, len(others)))
     for start in range(0, len(own), rows):
         block = own[start : start + rows]
@@ -102,8 +107,22 @@ def probe_halves(
             continue
         mine, theirs = block[ii], others[jj]
         keep = ~_share_a_band(mine, theirs, bands)
-        for i, other in zip((ii[keep] + start).tolist(), theirs[keep].tolist(), strict=True):
-            rank, phash, thumbnail, _ = members[i]
+        for a, b in zip(mine[keep].tolist(), theirs[keep].tolist(), strict=True):
+            yield band, ("probe", (a, b))
+
+
+def probe_halves(
+    members: list[tuple[Rank, int, bytes | None, int]], requests: list[tuple[int, int]]
+) -> Iterator[tuple[tuple[int, int], Half]]:
+    """A bucket's members and its probe requests (own hash, other hash) → ((lower hash,
+    higher hash), half) for every member with a requested hash."""
+    if not members or not requests:
+        return
+    wanted: dict[int, list[int]] = {}
+    for own, other in requests:
+        wanted.setdefault(own, []).append(other)
+    for rank, phash, thumbnail, _ in members:
+        for other in wanted.get(phash, ()):
             yield (min(phash, other), max(phash, other)), (phash, rank, thumbnail)
 
 
@@ -138,13 +157,12 @@ def verified_probe_edges(
         yield first, second, bits
 
 
-def member_or_neighbours(tagged: Iterable[tuple[str, Any]]) -> tuple[list[Any], list[np.ndarray]]:
-    """A bucket group's tagged values → (its members, the hash arrays of its neighbours)."""
+def members_and_requests(
+    tagged: Iterable[tuple[str, Any]],
+) -> tuple[list[Any], list[tuple[int, int]]]:
+    """A bucket group's tagged values → (its members, its probe requests)."""
     members: list[Any] = []
-    neighbours: list[np.ndarray] = []
+    requests: list[tuple[int, int]] = []
     for tag, value in tagged:
-        if tag == "member":
-            members.append(value)
-        else:
-            neighbours.append(np.frombuffer(value, dtype="<u8").astype(np.uint64))
-    return members, neighbours
+        (members if tag == "member" else requests).append(value)
+    return members, requests
