@@ -37,7 +37,7 @@ import apache_beam as beam
 
 from dedupe.fingerprint import colour_thumbnail
 from dedupe.keep_best import DEFAULT_HOT_CAP, JoinOne, salt_of
-from lait.record import CaptionSource, Record, RejectReason, Status
+from lait.record import CaptionSource, Record, RejectReason, Status, face_boxes_of
 from pipeline.fetch import FetchConfig, Fetcher, FetchRejected
 from pipeline.fetch.metrics import FetchMetrics
 from pipeline.fetch.robots import robots_url_of
@@ -70,6 +70,7 @@ IMAGE_FIELDS: tuple[str, ...] = (
     "sha256",
     "phash",
     "exif",
+    "face_boxes",
     "image_ref",
     "colour_thumbnail",
 )
@@ -147,6 +148,8 @@ class FetchedImage:
 
 
 def _field_from_json(name: str, value: Any) -> Any:
+    if name == "face_boxes":
+        return face_boxes_of(value)  # JSON lists back to the record's tuples
     return bytes.fromhex(value) if name == "colour_thumbnail" and value is not None else value
 
 
