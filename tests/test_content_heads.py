@@ -221,13 +221,15 @@ def test_cuda_without_a_gpu_says_what_to_do() -> None:
 
 
 def test_demo_crawl_with_the_demo_heads_loses_nothing(tmp_path: Path) -> None:
-    """The crawl with `lait demo`'s CLIP settings: the content rejects are in the ledger with
-    their reasons and accepted + rejected = candidates."""
+    """The crawl with `lait demo`'s CLIP settings and face blurring: the content rejects are
+    in the ledger with their reasons, accepted + rejected = candidates, and stats.json counts
+    the faces the job looked for (none on shapes)."""
     from lait.dataset import DatasetFolder, check_stats
     from lait.demo_web import DemoWebServer, NoiseKind, build_site
     from pipeline.clip import demo_clip_config
     from pipeline.config import OutputConfig, PipelineConfig, SourcesConfig
     from pipeline.fetch import FetchConfig
+    from pipeline.image import ImageConfig
     from pipeline.run import run_pipeline
 
     site = build_site(seed=21, n_images=120, slow_delay_s=0.5, n_slow=1)
@@ -235,6 +237,7 @@ def test_demo_crawl_with_the_demo_heads_loses_nothing(tmp_path: Path) -> None:
         config = PipelineConfig(
             sources=SourcesConfig(pages=(server.index_url,), depth=1),
             fetch=FetchConfig(allowed_networks=("127.0.0.1/32",), total_timeout_s=0.3, retries=0),
+            image=ImageConfig(blur_faces=True),
             clip=demo_clip_config(),
             output=OutputConfig(folder=str(tmp_path / "web")),
         )
@@ -243,15 +246,27 @@ def test_demo_crawl_with_the_demo_heads_loses_nothing(tmp_path: Path) -> None:
     check_stats(stats)
     assert stats["accepted"] + stats["rejected"] == stats["candidates"]
     folder = DatasetFolder(tmp_path / "web")
-    outcome = {
-        row["url"]: row["reject_reason"]
-        for row in folder.rejects(["url", "reject_reason"]).to_pylist()
-    }
+    ledger = folder.rejects(["url", "reject_reason"]).to_pylist()
+    outcome = {row["url"]: row["reject_reason"] for row in ledger}
+    noise_of_url = {base + ref.url: ref.noise for ref in site.ground_truth.references}
     accepted = folder.metadata(["url", "p_nonnatural", "p_watermark"]).to_pylist()
     outcome.update({row["url"]: "accepted" for row in accepted})
     assert all(r["p_nonnatural"] is not None and r["p_watermark"] is not None for r in accepted)
     refs = site.ground_truth.with_noise(NoiseKind.NON_NATURAL_IMAGE)
     caught = sum(outcome.get(base + ref.url) == "nonnatural_image" for ref in refs)
     assert refs and caught >= len(refs) - 1, (caught, len(refs), stats["reasons"])
+    wrong = {
+        row["url"]
+        for row in ledger
+        if row["reject_reason"] == "nonnatural_image"
+        and NoiseKind.NON_NATURAL_IMAGE not in noise_of_url.get(row["url"], ())
+    }
+    assert len(wrong) <= 1, wrong
     # The demo watermark head scores and never rejects.
     assert "watermarked_image" not in stats["reasons"]
+    # The job's own face counts: every accepted image was looked at, and shapes are no faces.
+    assert stats["faces"] == {
+        "images_checked": stats["accepted"],
+        "images_with_faces": 0,
+        "boxes": 0,
+    }
