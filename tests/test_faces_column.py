@@ -110,3 +110,21 @@ def test_boxes_written_as_json_text_before_the_column_was_typed_still_count() ->
     counts = FolderCounts.of_rows("accepted", ["s"] * 3, [None] * 3, [None] * 3, face_boxes=old)
     assert (counts.faces_checked, counts.images_with_faces, counts.face_boxes) == (2, 1, 2)
     assert face_boxes_of(old[0]) == ((1, 2, 3, 4), (5, 6, 7, 8))
+
+
+def test_a_fetch_outcome_carries_the_boxes_to_every_record_of_its_url(
+    make_accepted: Callable[[int], Record],
+) -> None:
+    """One fetch per URL: its outcome (also as the JSON line a resumed job reads back) puts
+    the boxes on each caption's record."""
+    from pipeline.download import FetchedImage
+
+    boxes = ((10, 20, 60, 80), (100, 20, 150, 90))
+    fetched = FetchedImage(url="http://h/a.jpg", fields=(("face_boxes", boxes),))
+    again = FetchedImage.from_json(fetched.to_json())
+    record = dataclasses.replace(make_accepted(0), face_boxes=None)
+    assert fetched.apply(record).face_boxes == again.apply(record).face_boxes == boxes
+    none_looked = FetchedImage.from_json(
+        FetchedImage(url="u", fields=(("face_boxes", ()),)).to_json()
+    )
+    assert none_looked.apply(record).face_boxes == ()
