@@ -169,7 +169,7 @@ def _shuffled_bytes_by_input(result: Any, gbk_inputs: dict[str, str]) -> dict[st
     from apache_beam.metrics import monitoring_infos
 
     counts: dict[str, int] = {}
-    means: dict[str, float] = {}
+    sampled: dict[str, tuple[float, int]] = {}  # sampled bytes and samples, over every stage
     for info in result.monitoring_infos():
         pcoll = info.labels.get("PCOLLECTION")
         if pcoll not in gbk_inputs:
@@ -178,7 +178,9 @@ def _shuffled_bytes_by_input(result: Any, gbk_inputs: dict[str, str]) -> dict[st
         if info.urn == ELEMENT_COUNT_URN:
             counts[pcoll] = counts.get(pcoll, 0) + int(value)
         elif info.urn == SAMPLED_SIZE_URN and value.count:
-            means[pcoll] = value.sum / value.count
+            total, samples = sampled.get(pcoll, (0.0, 0))
+            sampled[pcoll] = (total + value.sum, samples + value.count)
+    means = {pcoll: total / samples for pcoll, (total, samples) in sampled.items()}
     if gbk_inputs and not counts:
         raise RuntimeError("the runner reported no element counts for the GroupByKey inputs")
     by_name: dict[str, int] = {}
