@@ -105,6 +105,7 @@ REJECTS: list[tuple[RejectReason, int]] = [
     (RejectReason.HTTP_NOT_FOUND, 2),
     (RejectReason.WRONG_LANGUAGE, 2),
     (RejectReason.X_ROBOTS_TAG_OPT_OUT, 2),
+    (RejectReason.META_ROBOTS_OPT_OUT, 1),
     (RejectReason.ROBOTS_TXT_DISALLOWED, 1),
     (RejectReason.BLOCKED_ADDRESS, 1),
 ]
@@ -189,7 +190,11 @@ def test_report_json_funnel_equals_stats_json(report: tuple) -> None:
     for field in ("candidates", "accepted", "rejected", "shards", "reasons", "by_source"):
         assert figures[field] == stats[field], field
     assert figures["stats_json"] == "matches" and figures["warnings"] == []
-    assert figures["opt_out"] == {"x_robots_tag_opt_out": 2, "robots_txt_disallowed": 1}
+    assert figures["opt_out"] == {
+        "x_robots_tag_opt_out": 2,
+        "meta_robots_opt_out": 1,
+        "robots_txt_disallowed": 1,
+    }
     assert figures["safety"]["blocked_address"] == 1
 
 

@@ -68,9 +68,14 @@ CONTENT_HEADS: dict[str, tuple[str, RejectReason]] = {
 }
 
 # Reasons grouped for the opt-out and safety section, in the order the page lists them.
-OPT_OUT_REASONS = (RejectReason.X_ROBOTS_TAG_OPT_OUT, RejectReason.ROBOTS_TXT_DISALLOWED)
+OPT_OUT_REASONS = (
+    RejectReason.X_ROBOTS_TAG_OPT_OUT,
+    RejectReason.META_ROBOTS_OPT_OUT,
+    RejectReason.ROBOTS_TXT_DISALLOWED,
+)
 SAFETY_REASONS = (
     RejectReason.BLOCKED_ADDRESS,
+    RejectReason.OVER_HOST_BUDGET,
     RejectReason.UNSUPPORTED_SCHEME,
     RejectReason.TOO_MANY_BYTES,
     RejectReason.TOO_MANY_REDIRECTS,

@@ -750,7 +750,10 @@ def _duplicates(data: ReportData, thumbnails: Thumbnails) -> Html:
 
 _MEANINGS = {
     "x_robots_tag_opt_out": "the image response carried X-Robots-Tag noai / noimageai",
+    "meta_robots_opt_out": "the page's <meta name=robots> (or name=lait) said noai / "
+    "noimageai / noimageindex",
     "robots_txt_disallowed": "robots.txt disallows fetching the image URL",
+    "over_host_budget": "the host's job-wide fetch or time budget was spent; never requested",
     "blocked_address": "the host resolved to a private, loopback, link-local or metadata "
     "address; never connected",
     "unsupported_scheme": "not an http(s) URL",
