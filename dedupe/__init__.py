@@ -1,7 +1,9 @@
 """Deduplication and evaluation-set decontamination, as pure functions and Beam transforms.
 
     records | Deduplicate(DedupeConfig())          # inside a pipeline
-    dedupe_dataset([folder_a, folder_b], out, DedupeConfig(), beam_args)   # a job of its own
+
+A job of its own over existing dataset folders is `pipeline.dedupe_job.dedupe_dataset` (job
+graphs live in pipeline/, which imports dedupe/; dedupe/ imports only lait/).
 
 Every decision is a shuffle (GroupByKey / CoGroupByKey / Combine); nothing is decided from a
 set held by one process.
@@ -9,7 +11,6 @@ set held by one process.
 
 from dedupe.config import DedupeConfig
 from dedupe.decontaminate import EvalImage, EvalImagesError, load_eval_images
-from dedupe.job import dedupe_dataset
 from dedupe.transform import Decontaminate, Deduplicate
 
 __all__ = [
@@ -18,6 +19,5 @@ __all__ = [
     "Deduplicate",
     "EvalImage",
     "EvalImagesError",
-    "dedupe_dataset",
     "load_eval_images",
 ]

@@ -24,7 +24,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from dedupe.profile import Rank
-from pipeline.outcomes import NAMESPACE
+from lait.record import NAMESPACE
 
 Edge = tuple[Rank, Rank]
 DEFAULT_HUB_DEGREE = 2048

@@ -39,10 +39,9 @@ from dedupe.decisions import Decision
 from dedupe.fingerprint import image_fingerprint, thumbnail_distances
 from dedupe.profile import Profile
 from lait.dataset import storage
-from lait.record import RejectReason
-from pipeline.extract.urls import InvalidUrlError, canonical_url
-from pipeline.image import ImageRejected
-from pipeline.outcomes import NAMESPACE
+from lait.image_decode import ImageRejected
+from lait.record import NAMESPACE, RejectReason
+from lait.urls import InvalidUrlError, canonical_url
 
 EVAL_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 KARPATHY_URL_FIELDS = ("url", "flickr_url", "coco_url")

@@ -19,8 +19,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.utils.shared import Shared
 from PIL import Image
 
-from lait.record import Record, Status
-from pipeline.outcomes import NAMESPACE
+from lait.record import NAMESPACE, Record, Status
 
 
 @dataclasses.dataclass(frozen=True)

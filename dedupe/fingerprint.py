@@ -14,7 +14,7 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-from pipeline.image.decode import decode_image
+from lait.image_decode import decode_image
 
 HASH_BITS = 64
 THUMBNAIL_SIDE = 8
@@ -93,7 +93,7 @@ def thumbnail_distance(a: bytes, b: bytes) -> float:
 def image_fingerprint(data: bytes) -> tuple[int, bytes | None]:
     """(pHash as int, colour thumbnail) of encoded image bytes, hashed as the pipeline does.
 
-    Raises `pipeline.image.ImageRejected` when the bytes are not a usable image.
+    Raises `lait.image_decode.ImageRejected` when the bytes are not a usable image.
     """
     decoded = decode_image(data, _MAX_PIXELS)
     return phash_int(str(imagehash.phash(decoded.preview))), colour_thumbnail(data)

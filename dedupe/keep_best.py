@@ -26,8 +26,9 @@ from typing import Any, Generic, TypeVar
 
 import apache_beam as beam
 
+from lait.record import NAMESPACE
+
 DEFAULT_HOT_CAP = 10_000
-NAMESPACE = "lait"
 # The members one worker holds at once for a key: its maximum shows the bound holds.
 GROUP_SIZE_METRIC = "join.group_size"
 

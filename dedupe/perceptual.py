@@ -42,8 +42,7 @@ from dedupe.probe import (
 )
 from dedupe.profile import Profile, Rank, colour_key_of, thin
 from dedupe.stages import BestPerValue, ExactStage, SimilarityStage
-from lait.record import RejectReason
-from pipeline.outcomes import NAMESPACE
+from lait.record import NAMESPACE, RejectReason
 
 Member = tuple[Rank, int, bytes | None, int]
 """(rank, pHash, colour thumbnail, copies) of a profile in a bucket."""

@@ -37,7 +37,7 @@ from apache_beam.transforms.core import CombineFn
 from dedupe.buckets import forest_of_pairs, thumbnail_matrix
 from dedupe.fingerprint import band_slices, thumbnail_distances
 from dedupe.profile import Rank
-from pipeline.outcomes import NAMESPACE
+from lait.record import NAMESPACE
 
 Band = tuple[int, int]
 Half = tuple[int, Rank, bytes | None]

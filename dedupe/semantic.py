@@ -33,7 +33,7 @@ from apache_beam.metrics import Metrics
 from dedupe.buckets import forest_of_pairs
 from dedupe.keep_best import salt_of
 from dedupe.profile import Profile, Rank
-from pipeline.outcomes import NAMESPACE
+from lait.record import NAMESPACE
 
 KMEANS_SEED = 1234
 _SAMPLE_PER_CLUSTER = 40  # faiss asks for at least 39 training points per centroid

@@ -21,8 +21,7 @@ from dedupe.perceptual import PerceptualStage
 from dedupe.profile import Profile, best_profile, profile_of, record_order, thin
 from dedupe.semantic import SemanticEdges
 from dedupe.stages import ExactStage, SimilarityStage, WithoutDecided
-from lait.record import Record, RejectReason, Status
-from pipeline.outcomes import NAMESPACE
+from lait.record import NAMESPACE, Record, RejectReason, Status
 
 
 class _LiveOrSettled(beam.PartitionFn):

@@ -16,6 +16,10 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
+# The namespace of every counter and distribution a job reports (`lait.<stage>.<reason>` in the
+# Dataflow console); pipeline/ and dedupe/ both count under it.
+NAMESPACE = "lait"
+
 
 class CaptionSource(StrEnum):
     """Where a candidate's caption came from."""
@@ -260,7 +264,7 @@ def deterministic_detail(detail: str | None) -> str | None:
 def record_key(url: str, caption: str) -> str:
     """The stable key of a candidate: a hash of (url, caption), so reruns agree.
 
-    Sources pass `url` in canonical form (`pipeline.extract.urls.resolve_http_url`), so two
+    Sources pass `url` in canonical form (`lait.urls.resolve_http_url`), so two
     spellings of one image URL (`HTTP://A.com:80/x`, `http://a.com/x#y`) give one key.
 
     Hex only, so it holds no dots and is safe as a WebDataset key and a file name.

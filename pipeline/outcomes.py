@@ -11,9 +11,7 @@ from collections.abc import Iterator
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from lait.record import Record, Status
-
-NAMESPACE = "lait"
+from lait.record import NAMESPACE, Record, Status
 
 
 class CountOutcome(beam.DoFn):

@@ -29,10 +29,10 @@ from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 
 from lait.dataset import DatasetFolder
 from lait.dataset.storage import atomic_output, filesystem
+from lait.record import NAMESPACE
 from pretrain.regions import RegionsConfig, RegionSource, build_region_source
 from pretrain.shards import CorruptSampleError, RawSample, read_shard, sidecar_path
 
-NAMESPACE = "lait"
 SIDECAR_DIR = "regions"
 SPEC_FILE = "spec.json"
 _LOCAL_RUNNERS = {None, "DirectRunner", "FnApiRunner"}

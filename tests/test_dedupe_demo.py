@@ -16,12 +16,13 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 
-from dedupe import Decontaminate, DedupeConfig, Deduplicate, dedupe_dataset
+from dedupe import Decontaminate, DedupeConfig, Deduplicate
 from dedupe.profile import record_order
 from lait.dataset import DatasetFolder, DatasetWriter, check_stats
 from lait.demo_web import NoiseKind, build_site
 from lait.record import CaptionSource, Record, RejectReason, Status
 from pipeline.config import ImageConfig
+from pipeline.dedupe_job import dedupe_dataset
 from pipeline.image import ImageProcessor
 
 IN_PROCESS = ["--direct_running_mode=in_memory"]

@@ -7,6 +7,7 @@ import random
 import pytest
 
 from lait.record import CaptionSource, Record, RejectReason, Stage, Status, record_key
+from lait.urls import InvalidUrlError
 from pipeline.extract import (
     decode_html,
     extract_candidates,
@@ -17,7 +18,6 @@ from pipeline.extract import (
     resolve_http_url,
 )
 from pipeline.extract.charset import normalise_charset
-from pipeline.extract.urls import InvalidUrlError
 
 PAGE = "https://example.org/articles/cats.html"
 PIXEL_GIF = "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from lait.record import CaptionSource, Status, record_key
+from lait.urls import InvalidUrlError, resolve_http_url
 from pipeline.crawl import seed_of, site_of
 from pipeline.extract import canonical_url, extract_candidates, extract_links
-from pipeline.extract.urls import InvalidUrlError, resolve_http_url
 from pipeline.fetch.urls import parse_target
 from pipeline.sources.lists import list_record
 

@@ -223,8 +223,9 @@ def _add_dedupe(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 def _run_dedupe(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from dedupe import DedupeConfig, dedupe_dataset
+    from dedupe import DedupeConfig
     from dedupe.embeddings import EmbeddingModel
+    from pipeline.dedupe_job import dedupe_dataset
 
     config = DedupeConfig(
         eval_images=tuple(args.eval_images), caption=args.caption, semantic=args.semantic

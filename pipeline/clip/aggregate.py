@@ -14,9 +14,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from dedupe.keep_best import DEFAULT_HOT_CAP, KeepBestPerKey
-from lait.record import Record, RejectReason, Status
-
-NAMESPACE = "lait"
+from lait.record import NAMESPACE, Record, RejectReason, Status
 
 
 def _groupable(record: Record) -> bool:

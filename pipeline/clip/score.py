@@ -29,10 +29,9 @@ from PIL import Image
 from dedupe.keep_best import DEFAULT_HOT_CAP, GROUP_SIZE_METRIC, HotKeys, salt_of
 from lait.models.clip import LoadedClip, encode_image_batch, load_clip, preprocess_images
 from lait.models.content import ContentHead, load_content_head, read_head_metadata
-from lait.record import Record, RejectReason, Status
+from lait.record import NAMESPACE, Record, RejectReason, Status
 from pipeline.clip.config import ClipConfig
 
-NAMESPACE = "lait"
 EMBEDDINGS_TAG = "embeddings"
 _QUANTILES = 1001  # top-fraction cuts at 0.1 % resolution
 

@@ -12,8 +12,8 @@ import dataclasses
 from collections.abc import Iterable
 
 from lait.record import CaptionSource, Record, RejectReason, Status, record_key
+from lait.urls import InvalidUrlError, clean_url_text, is_data_uri, resolve_http_url
 from pipeline.extract.image_screening import screen_image
-from pipeline.extract.urls import InvalidUrlError, clean_url_text, is_data_uri, resolve_http_url
 
 # How much of a `data:` URI or an invalid URL the ledger keeps (the key hashes all of it).
 MAX_LEDGER_URL_CHARS = 256

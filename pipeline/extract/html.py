@@ -14,6 +14,7 @@ import re
 from html.parser import HTMLParser
 
 from lait.record import Record
+from lait.urls import InvalidUrlError, resolve_http_url
 from pipeline.extract.candidates import ImageSighting, records_for_page
 from pipeline.extract.charset import decode_html
 from pipeline.extract.image_screening import (
@@ -22,7 +23,6 @@ from pipeline.extract.image_screening import (
     style_dimensions,
 )
 from pipeline.extract.srcset import largest_srcset_url
-from pipeline.extract.urls import InvalidUrlError, resolve_http_url
 
 # The longest SURROUNDING caption: a window of the enclosing block's text around the image.
 MAX_SURROUNDING_CHARS = 300

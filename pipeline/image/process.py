@@ -18,9 +18,9 @@ import numpy as np
 from img2dataset import resizer as img2dataset_resizer
 from img2dataset.resizer import Resizer
 
+from lait.image_decode import ImageRejected, decode_image
 from lait.record import Record, RejectReason
 from pipeline.image.config import ImageConfig
-from pipeline.image.decode import ImageRejected, decode_image
 from pipeline.image.faces import Box, FaceBlurrer
 
 __all__ = ["ImageProcessor", "ImageRejected"]

@@ -22,10 +22,8 @@ from dataclasses import dataclass
 import apache_beam as beam
 
 from lait.models.langid import LABEL_PREFIX, LanguageIdentifier
-from lait.record import Record, RejectReason, Status, make_replacer
+from lait.record import NAMESPACE, Record, RejectReason, Status, make_replacer
 from pipeline.langid.config import LanguageConfig
-
-NAMESPACE = "lait"
 
 # A labelled copy of a record: `dataclasses.replace` costs more per record than fastText.
 with_language = make_replacer("language", "language_score")

@@ -24,8 +24,8 @@ import pyarrow.parquet as pq
 
 from lait.dataset import storage
 from lait.record import CaptionSource, Record, RejectReason, record_key
+from lait.urls import InvalidUrlError, resolve_http_url
 from pipeline.extract.candidates import normalise_caption
-from pipeline.extract.urls import InvalidUrlError, resolve_http_url
 from pipeline.sources.streams import SourceFormatError, SourceInput, open_source, source_name
 
 # How much of a malformed row the reject detail quotes.

@@ -21,10 +21,10 @@ from warcio.archiveiterator import ArchiveIterator
 from warcio.exceptions import ArchiveLoadFailed
 
 from lait.record import CaptionSource, Record, RejectReason, record_key
+from lait.urls import InvalidUrlError, resolve_http_url
 from pipeline.extract.candidates import ImageSighting, records_for_page
 from pipeline.extract.charset import normalise_charset
 from pipeline.extract.page_policy import PagePolicy, apply_page_policy
-from pipeline.extract.urls import InvalidUrlError, resolve_http_url
 from pipeline.sources.streams import SourceInput, open_source, source_name
 
 HTML_CONTENT_TYPES = frozenset({"text/html", "application/xhtml+xml"})

@@ -11,12 +11,10 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from dedupe.keep_best import JoinOne
-from lait.record import Record, RejectReason, Status
+from lait.record import NAMESPACE, Record, RejectReason, Status
 from pipeline.text.cleaning import counting_key
 from pipeline.text.config import TextFilterConfig
 from pipeline.text.rules import CaptionRules
-
-NAMESPACE = "lait"
 
 
 def load_vocabulary(path: str) -> frozenset[str]:
