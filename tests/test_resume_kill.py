@@ -11,20 +11,16 @@ after that but before the staging folder is removed, and half-way through that r
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from lait_runs import loopback_args, run_killed
 
 from lait.cli import main
 from lait.dataset import DatasetFolder, check_stats
 from lait.demo_web import DemoSite, DemoWebServer, build_site
-from lait.kill_points import ENV
 
 # Each case runs the job twice (~30-50 s on 2 loaded cores); the default suite kills at the
 # issue's case, the rest run with the slow tests (tests/test_pipeline_demo.py also kills one
@@ -63,74 +59,25 @@ def cc_list(
     return path
 
 
+# Small fetch batches, committed one by one; one process, so a kill point's count is the job's.
+_SETTINGS = {
+    "fetch.retries": 0,
+    "fetch.total_timeout_s": 0.5,
+    "clip.enabled": "false",
+    "output.samples_per_shard": 4,
+    "fetch_threads": 2,
+}
+_ONE_PROCESS = "--direct_running_mode=in_memory"
+
+
 def _download_args(cc: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "download",
-        "--cc",
-        str(cc),
-        "--out",
-        str(out),
-        "--allow-network",
-        "127.0.0.1/32",
-        "--no-progress",
-        "--set",
-        "fetch.retries=0",
-        "--set",
-        "fetch.total_timeout_s=0.5",
-        "--set",
-        "clip.enabled=false",
-        "--set",
-        "output.samples_per_shard=4",
-        "--set",
-        "output.rejects_per_part=3",
-        "--set",
-        "fetch_threads=2",  # small fetch batches, committed one by one
-        "--direct_running_mode=in_memory",  # one process: the kill point's count is the job's
-        *extra,
-    ]
+    settings = {**_SETTINGS, "output.rejects_per_part": 3}
+    return loopback_args("download", ["--cc", str(cc)], out, settings, _ONE_PROCESS, *extra)
 
 
 def _crawl_args(server: DemoWebServer, out: Path) -> list[str]:
-    return [
-        "crawl",
-        "--pages",
-        server.index_url,
-        "--depth",
-        "1",
-        "--out",
-        str(out),
-        "--allow-network",
-        "127.0.0.1/32",
-        "--no-progress",
-        "--set",
-        "fetch.retries=0",
-        "--set",
-        "fetch.total_timeout_s=0.5",
-        "--set",
-        "clip.enabled=false",
-        "--set",
-        "output.samples_per_shard=4",
-        "--set",
-        "fetch_threads=2",
-        "--direct_running_mode=in_memory",
-    ]
-
-
-def run_killed(args: list[str], point: str) -> subprocess.CompletedProcess[str]:
-    """Run `lait ARGS` in its own session with the kill point set; it must die by SIGKILL."""
-    code = f"import sys; from lait.cli import main; sys.exit(main({args!r}))"
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        env={**os.environ, ENV: point},
-        start_new_session=True,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == -signal.SIGKILL, (
-        f"{point}: the job was not killed (exit {done.returncode}): {done.stderr[-2000:]}"
-    )
-    return done
+    pages = ["--pages", server.index_url, "--depth", "1"]
+    return loopback_args("crawl", pages, out, _SETTINGS, _ONE_PROCESS)
 
 
 def _uninterrupted(args: list[str], capsys: pytest.CaptureFixture[str]) -> Path:

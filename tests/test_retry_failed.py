@@ -7,10 +7,6 @@ from __future__ import annotations
 
 import http.server
 import io
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -20,11 +16,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from lait_runs import loopback_args, run_killed
 from PIL import Image
 
 from lait.cli import main
 from lait.dataset import DatasetFolder, check_stats, compute_stats
-from lait.kill_points import ENV
 
 WORDS = [
     *("red", "blue", "green", "small", "large", "old", "new", "quiet", "busy", "bright"),
@@ -137,30 +133,17 @@ def _cc_list(tmp: Path, server: _ImageServer) -> Path:
 
 
 def _args(cc: Path, out: Path | str, *extra: str) -> list[str]:
-    return [
-        "download",
-        "--cc",
-        str(cc),
-        "--out",
-        str(out),
-        "--allow-network",
-        "127.0.0.1/32",
-        "--no-progress",
-        "--set",
-        "fetch.retries=0",
-        "--set",
-        "fetch.total_timeout_s=0.5",
-        "--set",
-        "clip.enabled=false",
-        "--set",
-        "output.samples_per_shard=3",
-        "--set",
-        "output.rejects_per_part=2",
-        "--set",
-        "fetch_threads=2",
-        "--direct_running_mode=in_memory",
-        *extra,
-    ]
+    settings = {
+        "fetch.retries": 0,
+        "fetch.total_timeout_s": 0.5,
+        "clip.enabled": "false",
+        "output.samples_per_shard": 3,
+        "output.rejects_per_part": 2,
+        "fetch_threads": 2,
+    }
+    return loopback_args(
+        "download", ["--cc", str(cc)], out, settings, "--direct_running_mode=in_memory", *extra
+    )
 
 
 def _outcomes(folder: Path) -> dict[tuple[str, str], str]:
@@ -291,19 +274,6 @@ def test_retry_failed_on_an_empty_folder_says_there_is_nothing_to_retry(
     assert "no finished or killed run" in capsys.readouterr().err
 
 
-def _run_killed(args: list[str], point: str) -> None:
-    code = f"import sys; from lait.cli import main; sys.exit(main({args!r}))"
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        env={**os.environ, ENV: point},
-        start_new_session=True,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
-
-
 @pytest.mark.slow  # ~40 s: a killed run in a subprocess, then the retry
 def test_retry_failed_on_a_killed_run_refetches_its_staged_transient_failures(
     tmp_path: Path, server: _ImageServer, capsys: pytest.CaptureFixture[str]
@@ -311,7 +281,7 @@ def test_retry_failed_on_a_killed_run_refetches_its_staged_transient_failures(
     cc = _cc_list(tmp_path, server)
     out = tmp_path / "ds"
     # Killed once everything was fetched (the 503s are staged outcomes) and stats written.
-    _run_killed(_args(cc, out), "committed:*/stats.json")
+    run_killed(_args(cc, out), "committed:*/stats.json")
     server.healed = True
     assert main(_args(cc, out, "--retry-failed")) == 0
     capsys.readouterr()
@@ -334,7 +304,7 @@ def test_a_killed_retry_resumes_to_the_uninterrupted_retry(
     out = tmp_path / "ds"
     assert main(_args(cc, out)) == 0
     server.healed = True
-    _run_killed(_args(cc, out, "--retry-failed"), point)
+    run_killed(_args(cc, out, "--retry-failed"), point)
     assert (out / "_staging" / "job.json").exists()
     assert main(_args(cc, out)) == 2  # without --retry-failed: refused, names the flag
     assert "--retry-failed" in capsys.readouterr().err
