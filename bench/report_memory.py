@@ -208,11 +208,16 @@ def run_child(name: str, *args: str) -> tuple[float, float]:
         f"{CHILDREN[name]}\n"
         "import re\n"
         "status = open('/proc/self/status').read()\n"
-        "print('PEAK', re.search(r'VmHWM:\\s+(\\d+) kB', status).group(1))"
+        "print('PEAK', re.search(r'VmHWM:\\s+(\\d+) kB', status).group(1), flush=True)\n"
+        # The figure is out; skip the interpreter's teardown. pyarrow's thread pool can abort
+        # at exit after a read through a Python file object, which pandas.read_parquet does
+        # (apache/arrow#34314, #50482: intermittent SIGABRT; it failed CI's smoke run once).
+        "import os\n"
+        "os._exit(0)"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True
-    )
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"the {name} child exited with {done.returncode}:\n{done.stderr[-4000:]}")
     seconds = time.perf_counter() - started
     peak_kib = int(done.stdout.rsplit("PEAK", 1)[1])
     return peak_kib / 1024, seconds
