@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from typing import Any
 
 import apache_beam as beam
@@ -79,13 +79,17 @@ IMAGE_FIELDS: tuple[str, ...] = (
 @dataclasses.dataclass(frozen=True)
 class DownloadSettings:
     """What the download stage needs: the fetcher's and image processor's configs, fetch
-    threads per worker, where to stage images, and where the local progress bar reads."""
+    threads per worker, where to stage images, where the local progress bar reads, and
+    whether dedupe's colour thumbnails are wanted."""
 
     fetch: FetchConfig
     image: ImageConfig
     threads: int
     staging: str
     progress_folder: str | None = None
+    # Dedupe's colour check needs each image's thumbnails; without perceptual dedupe they are
+    # not computed (a third decode of every image otherwise).
+    colour_thumbnails: bool = True
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -157,7 +161,9 @@ def _fields_of(record: Record) -> tuple[tuple[str, Any], ...]:
     return tuple((name, getattr(record, name)) for name in IMAGE_FIELDS)
 
 
-def fetch_and_resize(fetcher: Fetcher, processor: ImageProcessor, url: str) -> Record:
+def fetch_and_resize(
+    fetcher: Fetcher, processor: ImageProcessor, url: str, *, colour_thumbnails: bool = True
+) -> Record:
     """Fetch, decode, filter and resize one URL, as a record of its own (the image's fields,
     or a reject reason); the captions join it later."""
     probe = Record(key=url, source="fetch", url=url, caption="", caption_source=CaptionSource.LIST)
@@ -169,7 +175,7 @@ def fetch_and_resize(fetcher: Fetcher, processor: ImageProcessor, url: str) -> R
         )
     fetched = dataclasses.replace(probe, image=response.body, num_bytes=len(response.body))
     processed = processor.process(fetched)
-    if processed.status is Status.REJECTED or processed.image is None:
+    if processed.status is Status.REJECTED or processed.image is None or not colour_thumbnails:
         return processed
     # Dedupe's colour check needs the pixels, which are at hand only here.
     return dataclasses.replace(processed, colour_thumbnail=colour_thumbnail(processed.image))
@@ -177,11 +183,15 @@ def fetch_and_resize(fetcher: Fetcher, processor: ImageProcessor, url: str) -> R
 
 class FetchImages(beam.DoFn):
     """((host, split), URLs) in; one `FetchedImage` per URL out, the kept images' bytes staged
-    in one file per batch of `4 x threads` URLs."""
+    in one file per batch of `4 x threads` URLs. Up to `2 x threads` URLs are in flight at
+    once, refilled as each finishes (no thread waits for its batch's slowest fetch)."""
 
     def __init__(self, settings: DownloadSettings) -> None:
         self.settings = settings
         self.batch_size = 4 * settings.threads
+        # URLs in flight on the pool: a finished fetch is replaced at once, so the threads
+        # stay busy across batches (a batch is only the unit staged and committed together).
+        self.window = 2 * settings.threads
         self.staging = settings.staging
         self.splits = settings.fetch.max_workers_per_host
 
@@ -209,39 +219,48 @@ class FetchImages(beam.DoFn):
             if tag == _ROBOTS:
                 self.fetcher.prime_robots_txt(*value)
         clock = SplitClock(self.settings.fetch.max_seconds_per_host, self.splits)
-        batch: list[str] = []
+        done: list[tuple[str, Record]] = []
+        in_flight: set[Future[tuple[str, Record]]] = set()
         for tag, url in members:
             if tag != _URL:
                 continue
-            batch.append(url)
-            if len(batch) == self.batch_size:
-                yield from self.fetch_batch(batch, clock)
-                batch = []
-        if batch:
-            yield from self.fetch_batch(batch, clock)
+            if clock.spent():
+                # The split's share of its host's time budget is spent: not fetched, committed
+                # as an OVER_HOST_BUDGET outcome.
+                done.append((url, _over_time(url, clock)))
+                self.over_time.inc()
+            else:
+                clock.start()
+                if len(in_flight) >= self.window:
+                    finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                    done.extend(future.result() for future in finished)
+                in_flight.add(self.pool.submit(self._fetch_one, url))
+            while len(done) >= self.batch_size:
+                yield from self.commit_batch(done[: self.batch_size])
+                del done[: self.batch_size]
+        done.extend(future.result() for future in as_completed(in_flight))
+        for start in range(0, len(done), self.batch_size):
+            yield from self.commit_batch(done[start : start + self.batch_size])
         self.fetch_metrics.publish(self.fetcher)  # requests, DNS lookups, robots.txt fetches
 
-    def fetch_batch(
-        self, urls: list[str], clock: SplitClock | None = None
-    ) -> Iterator[FetchedImage]:
-        """Fetch and resize `urls` on the thread pool; stage the kept images in one file.
-        Once the split's share of its host's time budget (`clock`) is spent, the batch is
-        not fetched: its URLs are committed as `OVER_HOST_BUDGET` outcomes."""
-        if clock is not None and clock.spent():
-            results = [_over_time(url, clock) for url in urls]
-            self.over_time.inc(len(urls))
-        else:
-            if clock is not None:
-                clock.start()
-            results = list(
-                self.pool.map(lambda url: fetch_and_resize(self.fetcher, self.processor, url), urls)
-            )
-        kept = [r for r in results if r.status is not Status.REJECTED and r.image is not None]
+    def _fetch_one(self, url: str) -> tuple[str, Record]:
+        record = fetch_and_resize(
+            self.fetcher,
+            self.processor,
+            url,
+            colour_thumbnails=self.settings.colour_thumbnails,
+        )
+        return url, record
+
+    def commit_batch(self, results: list[tuple[str, Record]]) -> Iterator[FetchedImage]:
+        """Stage a batch's kept images in one file, then commit the batch's outcomes (its
+        completion marker: a rerun does not fetch these URLs again) and emit them."""
+        kept = [r for _, r in results if r.status is not Status.REJECTED and r.image is not None]
         refs = iter(stage_images(self.staging, [r.image for r in kept if r.image is not None]))
-        self.urls.inc(len(urls))
+        self.urls.inc(len(results))
         self.staged_bytes.inc(sum(len(r.image or b"") for r in kept))
         outcomes = []
-        for url, result in zip(urls, results, strict=True):
+        for url, result in results:
             if self.progress is not None:
                 self.progress.add(ok=result.status is not Status.REJECTED)
             if result.status is Status.REJECTED:
@@ -258,7 +277,6 @@ class FetchImages(beam.DoFn):
             else:
                 staged = dataclasses.replace(result, image=None, image_ref=next(refs))
                 outcomes.append(FetchedImage(url, _fields_of(staged)))
-        # The batch's completion marker, after its images: a rerun does not fetch these again.
         commit_outcomes(self.staging, [outcome.to_json() for outcome in outcomes])
         yield from outcomes
 

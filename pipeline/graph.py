@@ -150,6 +150,7 @@ class BuildDataset(beam.PTransform):
                     config.fetch_threads,
                     staging_folder(config.output.folder),
                     self.progress_folder,
+                    colour_thumbnails=config.dedupe.perceptual,
                 )
             )
         )

@@ -194,6 +194,7 @@ class RetryFailed(beam.PTransform):
             config.fetch_threads,
             staging_folder(folder),
             self.progress_folder,
+            colour_thumbnails=config.dedupe.perceptual,
         )
         scored = ledger.retried | "Download" >> Download(settings)
         if config.clip.enabled:
