@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.filter_quality import demo_records
 from lait.demo_web import build_site
 from lait.record import Record
-from pipeline.clip import DEMO_CLIP_MODEL, ClipConfig, ScoreWithClip
+from pipeline.clip import DEMO_CLIP_MODEL, ClipConfig
+from pipeline.clip.scorer import ScoreWithClip
 
 
 def main(argv: list[str] | None = None) -> int:

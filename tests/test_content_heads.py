@@ -26,8 +26,8 @@ from pipeline.clip import (
     ClipConfig,
     ClipScore,
     ContentHeadConfig,
-    ScoreWithClip,
 )
+from pipeline.clip.scorer import ScoreWithClip
 from pipeline.config import load_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

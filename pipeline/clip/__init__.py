@@ -1,4 +1,7 @@
-"""CLIP scoring of downloaded pairs and LAIT's best-caption-per-image aggregation."""
+"""CLIP scoring of downloaded pairs and LAIT's best-caption-per-image aggregation.
+
+The model step (`pipeline.clip.scorer.ScoreWithClip`) is not imported here: it needs torch.
+"""
 
 from pipeline.clip.aggregate import BestCaptionPerImage, best_caption_of_image
 from pipeline.clip.config import (
@@ -10,7 +13,8 @@ from pipeline.clip.config import (
     ContentHeadConfig,
     demo_clip_config,
 )
-from pipeline.clip.score import EMBEDDINGS_TAG, ClipScore, ClipScoreWithEmbeddings, ScoreWithClip
+from pipeline.clip.records import EMBEDDINGS_TAG
+from pipeline.clip.score import ClipScore, ClipScoreWithEmbeddings
 
 __all__ = [
     "DEMO_CLIP_MODEL",
@@ -23,7 +27,6 @@ __all__ = [
     "ClipScore",
     "ClipScoreWithEmbeddings",
     "ContentHeadConfig",
-    "ScoreWithClip",
     "best_caption_of_image",
     "demo_clip_config",
 ]
