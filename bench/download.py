@@ -1,8 +1,11 @@
 """Download + resize throughput: LAIT vs img2dataset's `download()`, and the whole curated graph.
 
-Both fetch the same URL list from the same loopback image server, with the same number of
-processes and threads per process, resize to the same size and mode, and write WebDataset
-shards. Three runs, each side's best of `--repeat`, interleaved:
+Both fetch the same URL list from the same loopback image server, resize to the same size and
+mode, and write WebDataset shards. img2dataset runs `--processes` processes of `--threads`
+threads; LAIT runs `--threads` fetch threads per worker on Beam's local runner, in `--mode`
+(`in_memory`, the CLI's default, is one process whatever `--processes` says: Beam ignores
+`direct_num_workers` there; `multi_processing` starts `--processes` workers). Three runs,
+each side's best of `--repeat`, interleaved:
 
 - img2dataset: `download()`, the named peer (images written per second of wall time);
 - ours, download + resize: the LAIT graph with its own stage switches set to what
