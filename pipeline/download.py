@@ -219,15 +219,15 @@ class FetchImages(beam.DoFn):
             if tag == _ROBOTS:
                 self.fetcher.prime_robots_txt(*value)
         clock = SplitClock(self.settings.fetch.max_seconds_per_host, self.splits)
-        done: list[tuple[str, Record]] = []
-        in_flight: set[Future[tuple[str, Record]]] = set()
+        done: list[Record] = []  # each one's `url` is the URL it was fetched for
+        in_flight: set[Future[Record]] = set()
         for tag, url in members:
             if tag != _URL:
                 continue
             if clock.spent():
                 # The split's share of its host's time budget is spent: not fetched, committed
                 # as an OVER_HOST_BUDGET outcome.
-                done.append((url, _over_time(url, clock)))
+                done.append(_over_time(url, clock))
                 self.over_time.inc()
             else:
                 clock.start()
@@ -243,24 +243,21 @@ class FetchImages(beam.DoFn):
             yield from self.commit_batch(done[start : start + self.batch_size])
         self.fetch_metrics.publish(self.fetcher)  # requests, DNS lookups, robots.txt fetches
 
-    def _fetch_one(self, url: str) -> tuple[str, Record]:
-        record = fetch_and_resize(
-            self.fetcher,
-            self.processor,
-            url,
-            colour_thumbnails=self.settings.colour_thumbnails,
+    def _fetch_one(self, url: str) -> Record:
+        return fetch_and_resize(
+            self.fetcher, self.processor, url, colour_thumbnails=self.settings.colour_thumbnails
         )
-        return url, record
 
-    def commit_batch(self, results: list[tuple[str, Record]]) -> Iterator[FetchedImage]:
+    def commit_batch(self, results: list[Record]) -> Iterator[FetchedImage]:
         """Stage a batch's kept images in one file, then commit the batch's outcomes (its
         completion marker: a rerun does not fetch these URLs again) and emit them."""
-        kept = [r for _, r in results if r.status is not Status.REJECTED and r.image is not None]
+        kept = [r for r in results if r.status is not Status.REJECTED and r.image is not None]
         refs = iter(stage_images(self.staging, [r.image for r in kept if r.image is not None]))
         self.urls.inc(len(results))
         self.staged_bytes.inc(sum(len(r.image or b"") for r in kept))
         outcomes = []
-        for url, result in results:
+        for result in results:
+            url = result.url
             if self.progress is not None:
                 self.progress.add(ok=result.status is not Status.REJECTED)
             if result.status is Status.REJECTED:

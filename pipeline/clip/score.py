@@ -33,14 +33,6 @@ from pipeline.clip.records import EMBEDDINGS_TAG, image_identity, scorable
 _QUANTILES = 1001  # top-fraction cuts at 0.1 % resolution
 
 
-def _model_step() -> Any:
-    """The model step's module, imported when a graph with CLIP scoring is built: it brings
-    torch and open_clip, which a graph without CLIP (and its workers) never loads."""
-    from pipeline.clip import scorer
-
-    return scorer
-
-
 def salted_by_image(record: Record, hot_images: dict[str, int]) -> tuple[tuple[str, int], Record]:
     """((image, sub-key), record): a hot image's records spread over its fan-out of
     sub-keys (by a hash of the record's key), every other image's records under sub-key 0."""
@@ -108,7 +100,11 @@ class _ScoreAll(beam.PTransform):
 
     def expand(self, records: beam.PCollection) -> Any:
         config = self.config
-        score = beam.ParDo(_model_step().ScoreWithClip(config))
+        # Imported here, not at the top: the model step brings torch and open_clip, which a
+        # graph without CLIP scoring (and its workers) never loads.
+        from pipeline.clip.scorer import ScoreWithClip
+
+        score = beam.ParDo(ScoreWithClip(config))
         if config.accelerator:
             # with_resource_hints returns the same ParDo (typed as a plain PTransform).
             score.with_resource_hints(accelerator=config.accelerator)
@@ -157,8 +153,10 @@ class ClipScore(beam.PTransform):
 
     def __init__(self, config: ClipConfig, hot_cap: int = DEFAULT_HOT_CAP) -> None:
         super().__init__()
+        from pipeline.clip.scorer import check_content_heads  # torch: see _ScoreAll.expand
+
         config.require_model()  # when the graph is built, before any work
-        _model_step().check_content_heads(config)
+        check_content_heads(config)
         self.config = config
         self.hot_cap = hot_cap
 
@@ -176,8 +174,10 @@ class ClipScoreWithEmbeddings(beam.PTransform):
 
     def __init__(self, config: ClipConfig, hot_cap: int = DEFAULT_HOT_CAP) -> None:
         super().__init__()
+        from pipeline.clip.scorer import check_content_heads  # torch: see _ScoreAll.expand
+
         config.require_model()
-        _model_step().check_content_heads(config)
+        check_content_heads(config)
         self.config = config
         self.hot_cap = hot_cap
 
