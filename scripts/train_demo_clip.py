@@ -128,10 +128,18 @@ def caption_of(item: TrainingImage, rng: random.Random) -> str:
 
 
 def render_training_set(
-    n: int, seed: str, preprocess: object, graphics_share: float = 0.0, watermark_share: float = 0.0
+    n: int,
+    seed: str,
+    preprocess: object,
+    graphics_share: float = 0.0,
+    watermark_share: float = 0.0,
+    diagonal_share: float = 0.0,
 ) -> tuple[torch.Tensor, list[TrainingImage]]:
-    """`n` random training images as preprocessed tensors (float16), and what each shows."""
+    """`n` random training images as preprocessed tensors (float16), and what each shows.
+    `diagonal_share` of the watermarked ones get the one-large-word style, the hardest to
+    see at 8 x 8 tokens (drawn from its own stream: 0 renders what earlier runs rendered)."""
     rng = random.Random(seed)
+    style_rng = random.Random(f"{seed}/watermark-style")
     pixels, scenes = [], []
     for i in range(n):
         width, height = rng.randint(320, 512), rng.randint(320, 512)
@@ -144,7 +152,8 @@ def render_training_set(
             image = render_scene(scene, texture_seed=rng.randrange(2**31))
             marked = roll < graphics_share + watermark_share
             if marked:
-                image = watermarked(image, rng)
+                forced = "diagonal" if style_rng.random() < diagonal_share else None
+                image = watermarked(image, rng, style=forced)
             item = TrainingImage(scene, watermarked=marked)
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=rng.randint(78, 92))
@@ -203,6 +212,7 @@ def train(args: argparse.Namespace) -> dict[str, object]:
         clip.preprocess,
         args.graphics_share,
         args.watermark_share,
+        args.diagonal_share,
     )
     render_s = time.perf_counter() - started
     print(f"rendered {len(scenes)} scenes in {render_s:.1f}s", flush=True)
@@ -269,6 +279,7 @@ def train(args: argparse.Namespace) -> dict[str, object]:
         "init": None if args.init is None else str(args.init),
         "graphics_share": args.graphics_share,
         "watermark_share": args.watermark_share,
+        "diagonal_share": args.diagonal_share,
         "seed": args.seed,
         "scenes": args.scenes,
         "steps": args.steps,
@@ -361,6 +372,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hard-negatives", type=int, default=1, help="1: add hard negatives")
     parser.add_argument("--graphics-share", type=float, default=0.0)
     parser.add_argument("--watermark-share", type=float, default=0.0)
+    parser.add_argument(
+        "--diagonal-share",
+        type=float,
+        default=0.0,
+        help="share of watermarked scenes given the one-large-diagonal-word style",
+    )
     parser.add_argument(
         "--watermark-negative-share",
         type=float,

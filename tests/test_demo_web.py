@@ -449,3 +449,25 @@ def test_serve_prints_its_urls_and_stops_on_request() -> None:
     stop.set()
     thread.join(timeout=5)
     assert not thread.is_alive()
+
+
+def test_a_forced_watermark_style_draws_that_style_with_the_unforced_name_and_ink() -> None:
+    import random
+
+    from lait.demo_web.graphics import WATERMARK_STYLES, watermarked
+
+    plain = Image.new("RGB", (320, 240), (90, 140, 60))
+    unforced = np.asarray(watermarked(plain, random.Random("forced-style")), dtype=np.int16)
+    forced = {
+        style: np.asarray(
+            watermarked(plain, random.Random("forced-style"), style=style), dtype=np.int16
+        )
+        for style in WATERMARK_STYLES
+    }
+    # The styles look different from each other; the unforced call drew one of them, and
+    # forcing that one changes nothing (the same name, ink and opacity were drawn).
+    pixels = list(forced.values())
+    assert all(np.abs(a - b).mean() > 1.0 for i, a in enumerate(pixels) for b in pixels[i + 1 :])
+    assert sum(np.array_equal(unforced, p) for p in pixels) == 1
+    with pytest.raises(ValueError, match="unknown watermark style"):
+        watermarked(plain, random.Random(0), style="tiled")

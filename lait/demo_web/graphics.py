@@ -365,9 +365,14 @@ def render_graphic(
     return image, caption
 
 
-def watermarked(image: Image.Image, rng: random.Random) -> Image.Image:
-    """`image` with a translucent watermark over it: a stock-photo grid of diagonal text,
-    one large diagonal word across the middle, or a logo-and-name mark in a corner band."""
+WATERMARK_STYLES = ("grid", "diagonal", "band")
+
+
+def watermarked(image: Image.Image, rng: random.Random, style: str | None = None) -> Image.Image:
+    """`image` with a translucent watermark over it: a stock-photo grid of diagonal text
+    ("grid"), one large diagonal word across the middle ("diagonal"), or a logo-and-name mark
+    in a corner band ("band"). `style` forces one; the random choice is drawn all the same,
+    so the mark's name, ink and opacity are those the unforced call would have drawn."""
     w, h = image.size
     overlay = Image.new("RGBA", (w, h), (0, 0, 0, 0))
     draw = ImageDraw.Draw(overlay)
@@ -375,7 +380,10 @@ def watermarked(image: Image.Image, rng: random.Random) -> Image.Image:
     light = rng.random() < 0.7
     alpha = rng.randint(170, 210)
     ink = (255, 255, 255, alpha) if light else (20, 20, 20, alpha)
-    style = rng.choice(("grid", "grid", "diagonal", "band"))
+    drawn = rng.choice(("grid", "grid", "diagonal", "band"))  # the grid, twice as often
+    style = drawn if style is None else style
+    if style not in WATERMARK_STYLES:
+        raise ValueError(f"unknown watermark style {style!r}; one of {WATERMARK_STYLES}")
     if style == "grid":
         size = max(16, min(w, h) // rng.randint(8, 11))
         text = f"\u00a9 {name}"
