@@ -19,7 +19,7 @@ filter's rejections are compared with the noise kinds it targets:
 
 The content heads decide before the CLIP threshold (in that order: non-natural, watermark),
 so each filter is judged on what the ones before it left; a head is judged by its flag
-(probability above its threshold), also where it only scores (the demo's watermark head).
+(probability above its threshold), also where it only scores (`reject: false`).
 The heads were trained on images of the demo web's generators, never on a demo site
 (`scripts/train_content_heads.py`); the CLIP filter is not judged on the heads' targets.
 

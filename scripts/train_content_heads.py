@@ -1,7 +1,7 @@
 """Train the demo content heads ("lait-demo-nonnatural", "lait-demo-watermark") on the demo
 CLIP's image embedding, and measure them on images they were not trained on.
 
-    python scripts/train_content_heads.py                # train, save, measure (a minute)
+    python scripts/train_content_heads.py                # train, save, measure (minutes)
 
 Training data: images drawn by the demo web's own generators from seed namespaces no demo
 site uses ("lait-demo-heads/train", validation "lait-demo-heads/val"): plain scenes,
@@ -9,8 +9,8 @@ watermarked scenes (`lait.demo_web.graphics.watermarked`) and non-natural graphi
 (`render_graphic`), a third each, each encoded as the site serves images and processed as
 the download stage does (`ImageProcessor`: decode, resize, re-encode), then embedded by the
 demo CLIP as CLIP scoring embeds them (`--cache DIR` keeps the rendered images, which do not
-depend on the CLIP model, for the next run). Each head is a small MLP (64 -> 32 -> 1, ReLU,
-about 9 KB; or a logistic regression with `--hidden 0`) on the L2-normalised embedding,
+depend on the CLIP model, for the next run). Each head is a small MLP (64 -> 128 -> 1, ReLU,
+about 34 KB; or a logistic regression with `--hidden 0`) on the L2-normalised embedding,
 class-balanced, full-batch Adam with weight decay: `nonnatural` against scenes with and
 without watermarks, `watermark` against plain scenes and graphics.
 
@@ -212,11 +212,11 @@ def choose_threshold(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--train", type=int, default=6000, help="training images (3 classes)")
+    parser.add_argument("--train", type=int, default=15000, help="training images (3 classes)")
     parser.add_argument("--val", type=int, default=3000, help="validation images")
-    parser.add_argument("--hidden", type=int, default=32, help="hidden units (0: linear)")
-    parser.add_argument("--weight-decay", type=float, default=1e-4)
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--hidden", type=int, default=128, help="hidden units (0: linear)")
+    parser.add_argument("--weight-decay", type=float, default=1e-5)
+    parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument(
         "--base-rate",
         type=float,

@@ -252,18 +252,19 @@ def test_demo_crawl_with_the_demo_heads_loses_nothing(tmp_path: Path) -> None:
     accepted = folder.metadata(["url", "p_nonnatural", "p_watermark"]).to_pylist()
     outcome.update({row["url"]: "accepted" for row in accepted})
     assert all(r["p_nonnatural"] is not None and r["p_watermark"] is not None for r in accepted)
-    refs = site.ground_truth.with_noise(NoiseKind.NON_NATURAL_IMAGE)
-    caught = sum(outcome.get(base + ref.url) == "nonnatural_image" for ref in refs)
-    assert refs and caught >= len(refs) - 1, (caught, len(refs), stats["reasons"])
-    wrong = {
-        row["url"]
-        for row in ledger
-        if row["reject_reason"] == "nonnatural_image"
-        and NoiseKind.NON_NATURAL_IMAGE not in noise_of_url.get(row["url"], ())
-    }
-    assert len(wrong) <= 1, wrong
-    # The demo watermark head scores and never rejects.
-    assert "watermarked_image" not in stats["reasons"]
+    for kind, reason in (
+        (NoiseKind.NON_NATURAL_IMAGE, "nonnatural_image"),
+        (NoiseKind.WATERMARKED_IMAGE, "watermarked_image"),
+    ):
+        refs = site.ground_truth.with_noise(kind)
+        caught = sum(outcome.get(base + ref.url) == reason for ref in refs)
+        assert refs and caught >= len(refs) - 1, (kind, caught, len(refs), stats["reasons"])
+        wrong = {
+            row["url"]
+            for row in ledger
+            if row["reject_reason"] == reason and kind not in noise_of_url.get(row["url"], ())
+        }
+        assert len(wrong) <= 1, (kind, wrong)
     # The job's own face counts: every accepted image was looked at, and shapes are no faces.
     assert stats["faces"] == {
         "images_checked": stats["accepted"],

@@ -6,9 +6,10 @@ offline demo model, and embed images and texts with it.
     clip = load_clip("ViT-B-32", "/models/vit-b-32.pt")  # a local checkpoint
     scores = (encode_images(clip, images) * encode_texts(clip, captions)).sum(-1)
 
-"lait-demo-clip" is a small open_clip ViT (64 px input, 8 px patches) and text transformer,
-trained by `scripts/train_demo_clip.py` on rendered demo-web scenes. It knows the demo web's
-world (coloured shapes and where they are) and nothing else: use a real model on real data.
+"lait-demo-clip" is a small open_clip ViT (128 px input, 16 px patches: an 8 x 8 token grid)
+and text transformer, trained by `scripts/train_demo_clip.py` on rendered demo-web scenes.
+It knows the demo web's world (coloured shapes and where they are, charts and banners,
+watermarks) and nothing else: use a real model on real data.
 Its weights ship in `lait/models/weights/`; the token embedding is stored sparsely (only
 rows of tokens seen in training; every other row is zero, as it was during training), which
 keeps the file a few MB instead of 25.
