@@ -39,8 +39,9 @@ What the stages taught, in order of discovery:
   watermark recall at no false positive from 0.81 to 0.96 on the same embedding;
 - what was still missed on seed 7 were one-large-word ("diagonal") marks in white, scored
   about 0.001: `--diagonal-share` gives that style more of the watermarked scenes, after which
-  they score 0.87-0.98, and the fourth stage's lower learning rate and more watermark hard
-  negatives took the plain scenes that scored like watermarks from 3 to 1 on seed 7.
+  they score 0.87 (still a miss) and above 0.99; the fourth stage's lower learning rate and
+  more watermark hard negatives took the plain scenes that scored like watermarks from 3 to 1
+  on seed 7.
 Loss: symmetric InfoNCE with a learnable temperature (CLIP's). CPU, seeded: the same
 command on the same torch build and thread count writes the same weights (`--threads 1` is
 several times faster than 2 on a loaded machine: 1.3 s against 9 s a step here).
