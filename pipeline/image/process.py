@@ -1,35 +1,31 @@
 """From fetched bytes to a shard-ready image: decode, filter (LAIT's rules), resize.
 
-Resizing and encoding use img2dataset's `Resizer`, so the output matches what an
-img2dataset user gets for the same options. With `blur_faces`, faces are then found in the
-resized image and blurred before the bytes are stored (`pipeline.image.faces`).
+Resizing and encoding give the bytes img2dataset's `Resizer` gives for the same options
+(`pipeline.image.resize`, checked against img2dataset in the tests). With `blur_faces`,
+faces are then found in the resized image and blurred before the bytes are stored
+(`pipeline.image.faces`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
-import io
 
 import cv2
 import imagehash
 import numpy as np
-from img2dataset import resizer as img2dataset_resizer
-from img2dataset.resizer import Resizer
 
 from lait.image_decode import ImageRejected, decode_image
 from lait.record import Record, RejectReason
 from pipeline.image.config import ImageConfig
 from pipeline.image.faces import Box, FaceBlurrer
+from pipeline.image.resize import ImageResizer
 
 __all__ = ["ImageProcessor", "ImageRejected"]
 
-# img2dataset's Resizer silences OpenCV by dup2-ing file descriptors 1 and 2 to /dev/null
-# around every call. That is not thread-safe: with our fetch threads resizing at once, the
-# saved descriptors get crossed and the process's stdout ends up at /dev/null for good.
-# Keep OpenCV quiet through its own log level instead, and make that wrapper a no-op.
-img2dataset_resizer.SuppressStdoutStderr = contextlib.nullcontext
+# Keep OpenCV's warnings about odd files out of the job's log (the image is rejected with a
+# reason instead). img2dataset dup2s stdout and stderr to /dev/null around each call for
+# this, which is not thread-safe; OpenCV's own log level is.
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
@@ -38,13 +34,7 @@ class ImageProcessor:
 
     def __init__(self, config: ImageConfig) -> None:
         self.config = config
-        self._resizer = Resizer(
-            image_size=config.image_size,
-            resize_mode=config.resize_mode,
-            resize_only_if_bigger=config.resize_only_if_bigger,
-            encode_format=config.encode_format,
-            encode_quality=config.encode_quality,
-        )
+        self._resizer = ImageResizer(config)
         self._faces = FaceBlurrer() if config.blur_faces else None
 
     def process(self, record: Record) -> Record:
@@ -84,9 +74,8 @@ class ImageProcessor:
                 value=aspect,
                 limit=config.max_aspect_ratio,
             )
-        encoded, out_width, out_height, _, _, error = self._resizer(io.BytesIO(decoded.encoded))
-        if error is not None or encoded is None:
-            raise ImageRejected(RejectReason.UNDECODABLE_IMAGE, f"resizer: {error}")
+        resized = self._resizer(decoded.encoded)
+        encoded, out_width, out_height = resized.encoded, resized.width, resized.height
         face_boxes = None
         if self._faces is not None:
             encoded, face_boxes = self._blur_faces(encoded, self._faces)
@@ -114,9 +103,4 @@ class ImageProcessor:
         if not boxes:
             return encoded, ()
         blurred = faces.blur(pixels, boxes)
-        ok, buffer = cv2.imencode(
-            f".{self.config.encode_format}", blurred, self._resizer.encode_params
-        )
-        if not ok:
-            raise ImageRejected(RejectReason.UNDECODABLE_IMAGE, "cannot re-encode blurred image")
-        return buffer.tobytes(), tuple(boxes)
+        return self._resizer.encode(blurred).encoded, tuple(boxes)
