@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 
+import cv2
 import imagehash
 import numpy as np
 from PIL import Image
@@ -51,26 +52,36 @@ def band_values(phash: int, bands: int) -> list[tuple[int, int]]:
 
 
 def colour_thumbnail(image: bytes) -> bytes | None:
-    """The image's 8x8 RGB box-filtered thumbnails (192 bytes each) of the whole picture and of
-    it cropped by each of `CROPS` per side, concatenated; None if the bytes do not decode.
+    """`colour_thumbnail_of_pixels` of encoded image bytes; None if they do not decode."""
+    try:
+        with Image.open(io.BytesIO(image)) as opened:
+            opened.draft("RGB", (160, 160))  # JPEG: decode at reduced scale, much faster
+            rgb = np.asarray(opened.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+    return colour_thumbnail_of_pixels(rgb)
+
+
+def colour_thumbnail_of_pixels(pixels: np.ndarray, *, bgr: bool = False) -> bytes:
+    """The image's 8x8 RGB area-averaged thumbnails (192 bytes each) of the whole picture and
+    of it cropped by each of `CROPS` per side, concatenated. `pixels` is (h, w, 3) RGB, or BGR
+    with `bgr` (OpenCV's order), or (h, w) grey.
 
     Comparing every crop of one with every crop of the other (`thumbnail_distance`) makes the
     colour check tolerate a copy cropped by a few percent per side, which moves the plain 8x8
     thumbnail as much as a different picture does (measured on the demo webs' crop copies).
     """
-    try:
-        with Image.open(io.BytesIO(image)) as opened:
-            opened.draft("RGB", (160, 160))  # JPEG: decode at reduced scale, much faster
-            rgb = opened.convert("RGB")
-            width, height = rgb.size
-            parts = []
-            for crop in (0.0, *CROPS):
-                dx, dy = round(width * crop), round(height * crop)
-                box = (dx, dy, max(dx + 1, width - dx), max(dy + 1, height - dy))
-                small = rgb.crop(box).resize((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.BOX)
-                parts.append(small.tobytes())
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return None
+    height, width = pixels.shape[:2]
+    parts = []
+    for crop in (0.0, *CROPS):
+        dx, dy = round(width * crop), round(height * crop)
+        box = pixels[dy : max(dy + 1, height - dy), dx : max(dx + 1, width - dx)]
+        small = cv2.resize(box, (THUMBNAIL_SIDE, THUMBNAIL_SIDE), interpolation=cv2.INTER_AREA)
+        if small.ndim == 2:
+            small = np.repeat(small[:, :, np.newaxis], 3, axis=2)
+        elif bgr:
+            small = small[:, :, ::-1]
+        parts.append(np.ascontiguousarray(small, dtype=np.uint8).tobytes())
     return b"".join(parts)
 
 

@@ -35,7 +35,6 @@ from typing import Any
 
 import apache_beam as beam
 
-from dedupe.fingerprint import colour_thumbnail
 from dedupe.keep_best import DEFAULT_HOT_CAP, JoinOne, salt_of
 from lait.record import CaptionSource, Record, RejectReason, Status, face_boxes_of
 from pipeline.fetch import FetchConfig, Fetcher, FetchRejected
@@ -88,7 +87,7 @@ class DownloadSettings:
     staging: str
     progress_folder: str | None = None
     # Dedupe's colour check needs each image's thumbnails; without perceptual dedupe they are
-    # not computed (a third decode of every image otherwise).
+    # not computed.
     colour_thumbnails: bool = True
 
 
@@ -161,9 +160,7 @@ def _fields_of(record: Record) -> tuple[tuple[str, Any], ...]:
     return tuple((name, getattr(record, name)) for name in IMAGE_FIELDS)
 
 
-def fetch_and_resize(
-    fetcher: Fetcher, processor: ImageProcessor, url: str, *, colour_thumbnails: bool = True
-) -> Record:
+def fetch_and_resize(fetcher: Fetcher, processor: ImageProcessor, url: str) -> Record:
     """Fetch, decode, filter and resize one URL, as a record of its own (the image's fields,
     or a reject reason); the captions join it later."""
     probe = Record(key=url, source="fetch", url=url, caption="", caption_source=CaptionSource.LIST)
@@ -174,11 +171,7 @@ def fetch_and_resize(
             rejection.reason, rejection.detail, value=rejection.value, limit=rejection.limit
         )
     fetched = dataclasses.replace(probe, image=response.body, num_bytes=len(response.body))
-    processed = processor.process(fetched)
-    if processed.status is Status.REJECTED or processed.image is None or not colour_thumbnails:
-        return processed
-    # Dedupe's colour check needs the pixels, which are at hand only here.
-    return dataclasses.replace(processed, colour_thumbnail=colour_thumbnail(processed.image))
+    return processor.process(fetched)
 
 
 class FetchImages(beam.DoFn):
@@ -198,7 +191,10 @@ class FetchImages(beam.DoFn):
     def setup(self) -> None:
         settings = self.settings
         self.fetcher = Fetcher(settings.fetch)
-        self.processor = ImageProcessor(settings.image)
+        # Dedupe's colour check needs the pixels, which are at hand only here.
+        self.processor = ImageProcessor(
+            settings.image, colour_thumbnails=settings.colour_thumbnails
+        )
         self.pool = ThreadPoolExecutor(
             max_workers=settings.threads, thread_name_prefix="lait-fetch"
         )
@@ -244,9 +240,7 @@ class FetchImages(beam.DoFn):
         self.fetch_metrics.publish(self.fetcher)  # requests, DNS lookups, robots.txt fetches
 
     def _fetch_one(self, url: str) -> Record:
-        return fetch_and_resize(
-            self.fetcher, self.processor, url, colour_thumbnails=self.settings.colour_thumbnails
-        )
+        return fetch_and_resize(self.fetcher, self.processor, url)
 
     def commit_batch(self, results: list[Record]) -> Iterator[FetchedImage]:
         """Stage a batch's kept images in one file, then commit the batch's outcomes (its

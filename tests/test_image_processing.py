@@ -117,3 +117,17 @@ def test_decompression_bomb_is_refused_before_decoding() -> None:
     bomb = _encode(Image.new("1", (20_000, 20_000)), "PNG")
     out = processor.process(_with(bomb))
     assert out.reject_reason is RejectReason.DECOMPRESSION_BOMB
+
+
+def test_colour_thumbnails_come_from_the_stored_pixels() -> None:
+    from dedupe.fingerprint import THUMBNAILS_BYTES, colour_thumbnail
+
+    data = _encode(_noisy((640, 480)).resize((640, 480)), "JPEG", quality=90)
+    plain = ImageProcessor(ImageConfig()).process(_with(data))
+    out = ImageProcessor(ImageConfig(), colour_thumbnails=True).process(_with(data))
+    assert plain.colour_thumbnail is None and out.image == plain.image
+    assert out.colour_thumbnail is not None and len(out.colour_thumbnail) == THUMBNAILS_BYTES
+    # Taken before encoding, so within JPEG's rounding of what decoding the stored bytes gives.
+    from_bytes = np.frombuffer(colour_thumbnail(out.image or b"") or b"", np.uint8)
+    taken = np.frombuffer(out.colour_thumbnail, np.uint8)
+    assert int(np.abs(taken.astype(int) - from_bytes.astype(int)).max()) <= 2

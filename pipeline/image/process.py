@@ -13,12 +13,12 @@ import hashlib
 
 import cv2
 import imagehash
-import numpy as np
 
+from dedupe.fingerprint import colour_thumbnail_of_pixels
 from lait.image_decode import ImageRejected, decode_image
 from lait.record import Record, RejectReason
 from pipeline.image.config import ImageConfig
-from pipeline.image.faces import Box, FaceBlurrer
+from pipeline.image.faces import FaceBlurrer
 from pipeline.image.resize import ImageResizer
 
 __all__ = ["ImageProcessor", "ImageRejected"]
@@ -32,8 +32,11 @@ cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 class ImageProcessor:
     """Turns a record carrying downloaded bytes into an accepted-ready or rejected record."""
 
-    def __init__(self, config: ImageConfig) -> None:
+    def __init__(self, config: ImageConfig, *, colour_thumbnails: bool = False) -> None:
+        """With `colour_thumbnails`, a kept record also carries dedupe's colour thumbnails,
+        taken from the stored pixels before they are encoded (no second decode)."""
         self.config = config
+        self.colour_thumbnails = colour_thumbnails
         self._resizer = ImageResizer(config)
         self._faces = FaceBlurrer() if config.blur_faces else None
 
@@ -74,17 +77,23 @@ class ImageProcessor:
                 value=aspect,
                 limit=config.max_aspect_ratio,
             )
-        resized = self._resizer(decoded.encoded)
-        encoded, out_width, out_height = resized.encoded, resized.width, resized.height
+        pixels = self._resizer.resize(self._resizer.decode(decoded.encoded))
+        resized = self._resizer.encode(pixels)
         face_boxes = None
         if self._faces is not None:
-            encoded, face_boxes = self._blur_faces(encoded, self._faces)
+            # Faces are looked for in the stored image, as a user of the dataset would see it.
+            stored = self._resizer.decode(resized.encoded)
+            face_boxes = tuple(self._faces.detect(stored))
+            if face_boxes:
+                pixels = self._faces.blur(stored, list(face_boxes))
+                resized = self._resizer.encode(pixels)
+        thumbnail = colour_thumbnail_of_pixels(pixels, bgr=True) if self.colour_thumbnails else None
         return dataclasses.replace(
             record,
-            image=encoded,
+            image=resized.encoded,
             image_format=config.encode_format,
-            width=out_width,
-            height=out_height,
+            width=resized.width,
+            height=resized.height,
             original_width=width,
             original_height=height,
             num_bytes=len(data),
@@ -92,15 +101,5 @@ class ImageProcessor:
             phash=str(imagehash.phash(decoded.preview)),
             exif=decoded.exif,
             face_boxes=face_boxes,
+            colour_thumbnail=thumbnail,
         )
-
-    def _blur_faces(self, encoded: bytes, faces: FaceBlurrer) -> tuple[bytes, tuple[Box, ...]]:
-        """The stored bytes with faces blurred (unchanged when none is found), and the boxes."""
-        pixels = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_UNCHANGED)
-        if pixels is None:
-            raise ImageRejected(RejectReason.UNDECODABLE_IMAGE, "resized image does not decode")
-        boxes = faces.detect(pixels)
-        if not boxes:
-            return encoded, ()
-        blurred = faces.blur(pixels, boxes)
-        return self._resizer.encode(blurred).encoded, tuple(boxes)

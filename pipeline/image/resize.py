@@ -48,13 +48,16 @@ class ImageResizer:
         self.encode_params = [int(_QUALITY_FLAG[config.encode_format]), config.encode_quality]
 
     def __call__(self, data: bytes) -> ResizedImage:
+        return self.encode(self.resize(self.decode(data)))
+
+    def decode(self, data: bytes) -> np.ndarray:
+        """BGR or grey pixels of `data`, transparency composited over white."""
         pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         if pixels is None:
             raise ImageRejected(RejectReason.UNDECODABLE_IMAGE, "OpenCV cannot decode the image")
         if pixels.ndim == 3 and pixels.shape[2] == 4:
             pixels = _matte_on_white(pixels)
-        resized = self.resize(pixels)
-        return self.encode(resized)
+        return np.asarray(pixels)
 
     def resize(self, pixels: np.ndarray) -> np.ndarray:
         """`pixels` (BGR or grey) resized and cropped or padded by the configured mode."""
