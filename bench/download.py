@@ -1,7 +1,8 @@
 """Download + resize throughput: LAIT vs img2dataset's `download()`, and the whole curated graph.
 
-Both fetch the same URL list from the same loopback image server, resize to the same size and
-mode, and write WebDataset shards. img2dataset runs `--processes` processes of `--threads`
+Both fetch the same URL list from the same loopback image server (a process of its own, so
+serving costs neither side's interpreter lock), resize to the same size and mode, and write
+WebDataset shards. img2dataset runs `--processes` processes of `--threads`
 threads; LAIT runs `--threads` fetch threads per worker on Beam's local runner, in `--mode`
 (`in_memory`, the CLI's default, is one process whatever `--processes` says: Beam ignores
 `direct_num_workers` there; `multi_processing` starts `--processes` workers). Three runs,
@@ -32,10 +33,10 @@ import csv
 import dataclasses
 import io
 import json
+import multiprocessing
 import os
 import shutil
 import tempfile
-import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -63,46 +64,57 @@ def _images(count: int, seed: int = 0) -> list[bytes]:
     return out
 
 
+def _serve(images: list[bytes], ports: Any) -> None:
+    """Serve /img/N.jpg (N any integer) from `images` on 127.0.0.1 until killed; the port goes
+    to `ports`. Runs in its own process (see `_ImageServer`)."""
+    bodies = images
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            try:
+                number = int(self.path.rsplit("/", 1)[-1].split(".")[0])
+            except ValueError:
+                self.send_error(404)
+                return
+            body = bodies[number % len(bodies)]
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        request_queue_size = 256
+
+        def handle_error(self, request: object, client_address: object) -> None:
+            return
+
+    httpd = Server(("127.0.0.1", 0), Handler)
+    ports.put(httpd.server_address[1])
+    httpd.serve_forever()
+
+
 class _ImageServer:
-    """Serves /img/N.jpg (N any integer) from a few distinct JPEGs, on 127.0.0.1."""
+    """The loopback image server both sides fetch from, in a process of its own: in a thread of
+    the bench's process it would share one interpreter lock with the in-memory Beam runner
+    (and not with img2dataset's worker processes), so serving would be charged to one side."""
 
     def __init__(self, images: list[bytes]) -> None:
-        bodies = images
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                try:
-                    number = int(self.path.rsplit("/", 1)[-1].split(".")[0])
-                except ValueError:
-                    self.send_error(404)
-                    return
-                body = bodies[number % len(bodies)]
-                self.send_response(200)
-                self.send_header("Content-Type", "image/jpeg")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                return
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-            request_queue_size = 256
-
-            def handle_error(self, request: object, client_address: object) -> None:
-                return
-
-        self.httpd = Server(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+        context = multiprocessing.get_context("spawn")
+        ports = context.Queue()
+        self.process = context.Process(target=_serve, args=(images, ports), daemon=True)
+        self.process.start()
+        self.port: int = ports.get(timeout=60)
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.process.terminate()
+        self.process.join(timeout=10)
 
 
 def _write_lists(folder: Path, port: int, count: int) -> tuple[Path, Path]:
