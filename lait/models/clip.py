@@ -23,6 +23,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,8 @@ import open_clip
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
+
+from lait.models.preprocess import BatchPreprocess
 
 DEMO_MODEL = "lait-demo-clip"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -188,9 +191,19 @@ def _probe_embed_dim(net: torch.nn.Module, tokenizer: Callable[..., torch.Tensor
         return int(net.encode_text(tokenizer(["a"])).shape[-1])  # type: ignore[operator]
 
 
-def preprocess_images(clip: LoadedClip, images: Sequence[Image.Image]) -> torch.Tensor:
-    """Images as one preprocessed batch tensor (RGB, resized, normalised)."""
-    return torch.stack([clip.preprocess(image.convert("RGB")) for image in images])
+def preprocess_images(
+    clip: LoadedClip, images: Sequence[Image.Image], pool: Executor | None = None
+) -> torch.Tensor:
+    """Images as one preprocessed batch tensor (RGB, resized, normalised), each image's PIL
+    steps in `pool`'s threads when given (`lait.models.preprocess`)."""
+    return BatchPreprocess(clip.preprocess)(images, pool)
+
+
+def preprocess_encoded(
+    clip: LoadedClip, encoded: Sequence[bytes], pool: Executor | None = None
+) -> torch.Tensor:
+    """`preprocess_images` of the images that `encoded` decode to, decoded in `pool` too."""
+    return BatchPreprocess(clip.preprocess).from_encoded(encoded, pool)
 
 
 def encode_image_batch(clip: LoadedClip, pixels: torch.Tensor) -> torch.Tensor:

@@ -9,16 +9,15 @@ imports torch and open_clip; `pipeline.clip.score` builds the graph around it.
 from __future__ import annotations
 
 import dataclasses
-import io
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import apache_beam as beam
 import torch
 from apache_beam.utils.shared import Shared
-from PIL import Image
 
-from lait.models.clip import LoadedClip, encode_image_batch, load_clip, preprocess_images
+from lait.models.clip import LoadedClip, encode_image_batch, load_clip, preprocess_encoded
 from lait.models.content import ContentHead, load_content_head, read_head_metadata
 from lait.record import NAMESPACE, Record, RejectReason, Status
 from pipeline.clip.config import ClipConfig
@@ -34,11 +33,14 @@ from pipeline.clip.records import (
 
 @dataclasses.dataclass
 class ScoringModel:
-    """What one worker process shares: the CLIP model and the content heads on its
-    embedding (a plain class, so `Shared` can hold it by weak reference)."""
+    """What one worker process shares: the CLIP model, the content heads on its embedding,
+    and the threads that decode and preprocess images for it (as many as torch uses; Pillow
+    releases the interpreter lock there, so the process's cores share that work). A plain
+    class, so `Shared` can hold it by weak reference."""
 
     clip: LoadedClip
     heads: dict[str, ContentHead]
+    pool: ThreadPoolExecutor
 
 
 def check_content_heads(config: ClipConfig) -> None:
@@ -71,7 +73,8 @@ def _model_loader(config: ClipConfig) -> Callable[[], ScoringModel]:
             head = load_content_head(head_config.head)
             head.check_model(model)
             heads[signal] = head
-        return ScoringModel(clip, heads)
+        pool = ThreadPoolExecutor(torch.get_num_threads(), thread_name_prefix="clip-preprocess")
+        return ScoringModel(clip, heads, pool)
 
     return load
 
@@ -108,17 +111,20 @@ class ScoreWithClip(beam.DoFn):
         """Embeddings of the distinct images of `records` (each decoded and embedded once),
         and for each record the row of its image."""
         rows: dict[str, int] = {}
-        images: list[Image.Image] = []
+        distinct: list[Record] = []
         index: list[int] = []
         for record in records:
             identity = image_identity(record)
             if identity not in rows:
-                rows[identity] = len(images)
-                with Image.open(io.BytesIO(image_bytes(record))) as image:
-                    images.append(image.convert("RGB"))
+                rows[identity] = len(distinct)
+                distinct.append(record)
             index.append(rows[identity])
-        self.images.inc(len(images))
-        return encode_image_batch(self.clip, preprocess_images(self.clip, images)), index
+        self.images.inc(len(distinct))
+        pool = self.model.pool
+        # Staged bytes are read in the pool too: on an object store each read is a request.
+        images = list(pool.map(image_bytes, distinct))
+        pixels = preprocess_encoded(self.clip, images, pool)
+        return encode_image_batch(self.clip, pixels), index
 
     def score(self, records: Sequence[Record]) -> tuple[list[float], torch.Tensor, torch.Tensor]:
         """Rounded scores, image and text embeddings (one row per record) of `records`."""
