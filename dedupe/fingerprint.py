@@ -23,6 +23,7 @@ THUMBNAIL_BYTES = THUMBNAIL_SIDE * THUMBNAIL_SIDE * 3
 CROPS = (0.02, 0.04)  # per side, for the crop-tolerant colour check
 THUMBNAILS = 1 + len(CROPS)
 THUMBNAILS_BYTES = THUMBNAILS * THUMBNAIL_BYTES
+PRE_REDUCED_SIDE = 64
 _MAX_PIXELS = 89_478_485
 
 
@@ -72,6 +73,14 @@ def colour_thumbnail_of_pixels(pixels: np.ndarray, *, bgr: bool = False) -> byte
     thumbnail as much as a different picture does (measured on the demo webs' crop copies).
     """
     height, width = pixels.shape[:2]
+    # One area-averaging pass over the full picture, then the crops of that: averaging the
+    # full-size picture once per crop cost three passes (about 1 ms for a 384 x 564 image;
+    # this is under half). The reduced picture keeps its shorter side >= PRE_REDUCED_SIDE,
+    # so a crop's edge moves by under one of its pixels (values within ~1 of the direct way).
+    factor = max(1, min(height, width) // PRE_REDUCED_SIDE)
+    if factor > 1:
+        height, width = height // factor, width // factor
+        pixels = cv2.resize(pixels, (width, height), interpolation=cv2.INTER_AREA)
     parts = []
     for crop in (0.0, *CROPS):
         dx, dy = round(width * crop), round(height * crop)
