@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torchvision.transforms import Compose, Normalize, ToTensor
+from torchvision.transforms.functional import to_tensor
 
 __all__ = ["BatchPreprocess"]
 
@@ -69,9 +70,11 @@ class BatchPreprocess:
 
     def _stack(self, prepared: list[np.ndarray | torch.Tensor]) -> torch.Tensor:
         arrays = [p for p in prepared if isinstance(p, np.ndarray)]
-        if self._normalize is None or len(arrays) != len(prepared) or not arrays:
-            return torch.stack([self._tail(p) for p in prepared])
-        if len({a.shape for a in arrays}) != 1:
+        if (
+            self._normalize is None
+            or len(arrays) != len(prepared)
+            or len({a.shape for a in arrays}) != 1
+        ):
             return torch.stack([self._tail(p) for p in prepared])
         # ToTensor's arithmetic (uint8 -> float, / 255), then Normalize's, on the whole batch.
         batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
@@ -79,10 +82,11 @@ class BatchPreprocess:
         return self._normalize(pixels)
 
     def _tail(self, prepared: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """One image's tensor steps (where the batch cannot be stacked as arrays)."""
         if isinstance(prepared, torch.Tensor):
             return prepared
         assert self._normalize is not None
-        tensor: torch.Tensor = self._normalize(ToTensor()(Image.fromarray(prepared)))
+        tensor: torch.Tensor = self._normalize(to_tensor(prepared))
         return tensor
 
 
